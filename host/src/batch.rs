@@ -1,0 +1,316 @@
+//! Batching: collects changes until the batch is full (records) or old enough (time), folding
+//! every change of one row inside the batch into the single net effect the warehouse must see.
+//! It never talks to Kafka or Snowflake.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::change::{Cell, Change, Column, KafkaPosition, Op, Row, SourcePosition, TableId};
+
+/// What the load must do for one row of one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowAction {
+    /// Insert the image, or update the stored row with it.
+    Upsert,
+    /// Delete the row; only its key is known.
+    Delete,
+    /// Delete the row, whose last image is known because it was written earlier in the batch
+    /// (a soft delete then keeps those values, and a row created and deleted in one batch still
+    /// appears as deleted).
+    DeleteWithImage,
+}
+
+/// The net effect of all changes to one row within a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldedRow {
+    pub action: RowAction,
+    /// The latest known image; unchanged-TOAST cells are filled from earlier images in the batch
+    /// where possible.
+    pub image: Option<Row>,
+    /// The key columns and values.
+    pub key: Vec<(Arc<str>, serde_json::Value)>,
+    /// Operation, positions and time of the latest change.
+    pub op: Op,
+    pub position: SourcePosition,
+    pub source_ts_ms: i64,
+    pub kafka: KafkaPosition,
+}
+
+/// The folded rows of one table, in first-seen order.
+#[derive(Debug, Default)]
+pub struct TableBatch {
+    pub rows: Vec<FoldedRow>,
+    /// The table's columns, from the latest image in the batch (deletes carry one too).
+    pub columns: Option<Arc<[Column]>>,
+    index: HashMap<String, usize>,
+}
+
+impl TableBatch {
+    fn add(&mut self, change: Change) {
+        if let Some(img) = change.after.as_ref().or(change.before.as_ref()) {
+            self.columns = Some(img.columns.clone());
+        }
+        let key_text = if change.key.is_empty() {
+            None
+        } else {
+            let values: Vec<&serde_json::Value> = change.key.iter().map(|(_, v)| v).collect();
+            Some(serde_json::to_string(&values).unwrap_or_default())
+        };
+        let existing = key_text.as_ref().and_then(|k| self.index.get(k).copied());
+        match existing {
+            Some(i) => fold_into(&mut self.rows[i], change),
+            None => {
+                let row = first_fold(change);
+                if let Some(k) = key_text {
+                    self.index.insert(k, self.rows.len());
+                }
+                self.rows.push(row);
+            }
+        }
+    }
+}
+
+fn first_fold(change: Change) -> FoldedRow {
+    let (action, image) = match change.op {
+        Op::Delete => (RowAction::Delete, None),
+        _ => (RowAction::Upsert, change.after),
+    };
+    FoldedRow {
+        action,
+        image,
+        key: change.key,
+        op: change.op,
+        position: change.position,
+        source_ts_ms: change.source_ts_ms,
+        kafka: change.kafka,
+    }
+}
+
+fn fold_into(row: &mut FoldedRow, change: Change) {
+    if change.position < row.position {
+        // An older change of the same row (a replay); the newer state already holds.
+        return;
+    }
+    match change.op {
+        Op::Delete => {
+            row.action = if row.image.is_some() {
+                RowAction::DeleteWithImage
+            } else {
+                RowAction::Delete
+            };
+        }
+        _ => {
+            let mut after = change.after;
+            if let (Some(new), Some(old)) = (after.as_mut(), row.image.as_ref()) {
+                fill_unchanged(new, old);
+            }
+            row.action = RowAction::Upsert;
+            row.image = after;
+        }
+    }
+    row.op = change.op;
+    row.position = change.position;
+    row.source_ts_ms = change.source_ts_ms;
+    row.kafka = change.kafka;
+}
+
+/// Replaces unchanged-TOAST cells of `new` by the values `old` holds for the same columns.
+fn fill_unchanged(new: &mut Row, old: &Row) {
+    for (i, cell) in new.cells.iter_mut().enumerate() {
+        if *cell == Cell::Unchanged {
+            if let Some(prev @ Cell::Value(_)) = old.get(&new.columns[i].name) {
+                *cell = prev.clone();
+            }
+        }
+    }
+}
+
+/// A batch ready to load: folded rows per table.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub tables: HashMap<TableId, TableBatch>,
+    /// Changes that went into the batch (before folding).
+    pub changes: usize,
+}
+
+impl Batch {
+    /// Folded rows across all tables.
+    pub fn rows(&self) -> usize {
+        self.tables.values().map(|t| t.rows.len()).sum()
+    }
+}
+
+/// Size and time limits of a batch (the guide's defaults: 100 records, 5 s).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_records: usize,
+    pub max_wait: Duration,
+}
+
+/// Accumulates changes into the current batch.
+#[derive(Debug)]
+pub struct Batcher {
+    limits: BatchLimits,
+    current: Batch,
+    opened: Option<Instant>,
+}
+
+impl Batcher {
+    pub fn new(limits: BatchLimits) -> Self {
+        Batcher {
+            limits,
+            current: Batch::default(),
+            opened: None,
+        }
+    }
+
+    /// Adds a change (not a truncate: those are applied between batches).
+    pub fn push(&mut self, change: Change) {
+        self.opened.get_or_insert_with(Instant::now);
+        self.current.changes += 1;
+        self.current
+            .tables
+            .entry(change.table.clone())
+            .or_default()
+            .add(change);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.changes == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.current.changes >= self.limits.max_records
+    }
+
+    /// When the current batch must be flushed by time, if it holds anything.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened.map(|t| t + self.limits.max_wait)
+    }
+
+    /// Takes the current batch, leaving an empty one.
+    pub fn take(&mut self) -> Batch {
+        self.opened = None;
+        std::mem::take(&mut self.current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::ColumnType;
+    use serde_json::Value;
+
+    fn columns() -> Arc<[Column]> {
+        ["id", "status", "description"]
+            .into_iter()
+            .map(|n| Column {
+                name: n.into(),
+                ty: ColumnType::Text,
+                optional: true,
+            })
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    fn change(op: Op, id: i64, lsn: u64, status: &str, desc: Cell) -> Change {
+        let row = Row {
+            columns: columns(),
+            cells: vec![Cell::Value(id.into()), Cell::Value(status.into()), desc],
+        };
+        Change {
+            table: TableId {
+                schema: "public".into(),
+                table: "t".into(),
+            },
+            op,
+            key: vec![("id".into(), Value::from(id))],
+            before: None,
+            after: (op != Op::Delete).then_some(row),
+            position: SourcePosition { lsn },
+            source_ts_ms: lsn as i64,
+            kafka: KafkaPosition {
+                partition: 0,
+                offset: lsn as i64,
+            },
+        }
+    }
+
+    fn text(s: &str) -> Cell {
+        Cell::Value(Value::from(s))
+    }
+
+    fn batch_of(changes: Vec<Change>) -> Batch {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 3,
+            max_wait: Duration::from_secs(5),
+        });
+        for c in changes {
+            b.push(c);
+        }
+        b.take()
+    }
+
+    #[test]
+    fn several_updates_of_one_row_fold_to_the_last() {
+        let b = batch_of(vec![
+            change(Op::Create, 1, 10, "new", text("long")),
+            change(Op::Update, 1, 11, "paid", Cell::Unchanged),
+            change(Op::Update, 1, 12, "shipped", Cell::Unchanged),
+            change(Op::Create, 2, 13, "new", text("x")),
+        ]);
+        assert_eq!(b.changes, 4);
+        let rows = &b.tables.values().next().unwrap().rows;
+        assert_eq!(rows.len(), 2);
+        let img = rows[0].image.as_ref().unwrap();
+        assert_eq!(img.get("status"), Some(&text("shipped")));
+        // The unchanged TOAST value is carried from the insert earlier in the batch.
+        assert_eq!(img.get("description"), Some(&text("long")));
+        assert_eq!(rows[0].position.lsn, 12);
+        assert_eq!(rows[0].action, RowAction::Upsert);
+    }
+
+    #[test]
+    fn insert_then_delete_keeps_the_image_for_soft_deletes() {
+        let b = batch_of(vec![
+            change(Op::Create, 1, 10, "new", text("d")),
+            change(Op::Delete, 1, 11, "", text("")),
+            change(Op::Delete, 2, 12, "", text("")),
+        ]);
+        let rows = &b.tables.values().next().unwrap().rows;
+        assert_eq!(rows[0].action, RowAction::DeleteWithImage);
+        assert_eq!(rows[0].image.as_ref().unwrap().get("status"), Some(&text("new")));
+        assert_eq!(rows[0].op, Op::Delete);
+        assert_eq!(rows[1].action, RowAction::Delete);
+        assert!(rows[1].image.is_none());
+    }
+
+    #[test]
+    fn delete_then_reinsert_is_an_upsert_and_older_replays_are_ignored() {
+        let b = batch_of(vec![
+            change(Op::Delete, 1, 10, "", text("")),
+            change(Op::Create, 1, 11, "again", text("d")),
+            change(Op::Update, 1, 5, "stale", text("d")),
+        ]);
+        let rows = &b.tables.values().next().unwrap().rows;
+        assert_eq!(rows[0].action, RowAction::Upsert);
+        assert_eq!(rows[0].image.as_ref().unwrap().get("status"), Some(&text("again")));
+    }
+
+    #[test]
+    fn limits() {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 2,
+            max_wait: Duration::from_millis(50),
+        });
+        assert!(b.deadline().is_none() && b.is_empty());
+        b.push(change(Op::Create, 1, 1, "a", text("")));
+        assert!(b.deadline().is_some() && !b.is_full());
+        b.push(change(Op::Update, 1, 2, "b", text("")));
+        assert!(b.is_full());
+        let batch = b.take();
+        assert_eq!((batch.changes, batch.rows()), (2, 1));
+        assert!(b.is_empty() && b.deadline().is_none());
+    }
+}

@@ -1,0 +1,413 @@
+//! Configuration: one TOML file, overridden by the environment. Owns parsing, defaults and
+//! validation; an unknown or invalid key is refused with its name. Secrets are never printed.
+//!
+//! Environment overrides, strongest first:
+//! - `FLOE__SECTION__KEY=value` for any key (e.g. `FLOE__BATCH__MAX_RECORDS=500`);
+//! - the guide's Snowflake variables: `SNOWFLAKE_ACCOUNT`, `SNOWFLAKE_USER`, `SNOWFLAKE_PASSWORD`,
+//!   `SNOWFLAKE_DATABASE`, `SNOWFLAKE_SCHEMA`, `SNOWFLAKE_WAREHOUSE`, `SNOWFLAKE_ROLE`, plus
+//!   `SNOWFLAKE_PRIVATE_KEY_PATH`, `SNOWFLAKE_PRIVATE_KEY_PASSPHRASE` and `SNOWFLAKE_ENDPOINT`;
+//! - `BATCH_SIZE` and `BATCH_TIMEOUT` (seconds), as in the guide's `.env`.
+//!
+//! A `.env` file in the working directory is read into the environment first, if present.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or a key is unknown or has the wrong type.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// An environment override names something that is not a config key.
+    #[error("invalid environment override {var}: {reason}")]
+    Override { var: String, reason: String },
+}
+
+/// A secret value: usable by the code, printed as `***`.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    pub snowflake: SnowflakeConfig,
+    #[serde(default)]
+    pub stats: StatsConfig,
+}
+
+/// Where changes are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// Consumer group; offsets are committed here after each successful load.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Debezium topics to consume.
+    pub topics: Vec<String>,
+    /// Dead-letter topic for messages that cannot be decoded.
+    #[serde(default = "default_dlq")]
+    pub dlq_topic: String,
+    /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.mechanisms`).
+    /// `sasl.password` is better given as `KAFKA_SASL_PASSWORD` in the environment.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Batch limits: a batch is loaded when it holds `max_records` changes or is `max_wait_ms` old.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_records: default_max_records(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+/// What a delete on the source does in the warehouse.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Keep the row and set `IS_DELETED = TRUE`.
+    #[default]
+    Soft,
+    /// Remove the row.
+    Hard,
+}
+
+/// What a `TRUNCATE` on the source does in the warehouse.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncateMode {
+    /// Log it and change nothing.
+    #[default]
+    Ignore,
+    /// Delete (hard mode) or mark deleted (soft mode) every row of the table.
+    Apply,
+}
+
+/// Where and how changes are loaded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnowflakeConfig {
+    /// Account identifier (e.g. `xyz12345.us-east-1`).
+    pub account: String,
+    pub user: String,
+    /// Password auth. Prefer `SNOWFLAKE_PASSWORD` in the environment.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Key-pair auth: path to a PKCS#8 PEM private key.
+    #[serde(default)]
+    pub private_key_path: Option<PathBuf>,
+    /// Passphrase of an encrypted private key.
+    #[serde(default)]
+    pub private_key_passphrase: Option<Secret>,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Base URL override (PrivateLink, a local emulator); default is the account's URL.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Target table name for every source table; default: the source table name, upper-cased.
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub delete_mode: DeleteMode,
+    #[serde(default)]
+    pub truncate: TruncateMode,
+    /// SQL file run once after the target table is created (e.g. `sql/views.sql`).
+    #[serde(default)]
+    pub views_file: Option<PathBuf>,
+    /// How long one statement may take before it counts as failed.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout_secs: u64,
+}
+
+/// The periodic stats line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    #[serde(default = "default_stats_interval")]
+    pub interval_secs: u64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            interval_secs: default_stats_interval(),
+        }
+    }
+}
+
+fn default_group() -> String {
+    "floe".into()
+}
+fn default_dlq() -> String {
+    "floe.dlq".into()
+}
+fn default_max_records() -> usize {
+    100
+}
+fn default_max_wait_ms() -> u64 {
+    5_000
+}
+fn default_database() -> String {
+    "CDC_WAREHOUSE".into()
+}
+fn default_schema() -> String {
+    "PUBLIC".into()
+}
+fn default_query_timeout() -> u64 {
+    120
+}
+fn default_stats_interval() -> u64 {
+    5
+}
+
+/// The guide's variable names and the config keys they set.
+const NAMED_OVERRIDES: &[(&str, &[&str])] = &[
+    ("SNOWFLAKE_ACCOUNT", &["snowflake", "account"]),
+    ("SNOWFLAKE_USER", &["snowflake", "user"]),
+    ("SNOWFLAKE_PASSWORD", &["snowflake", "password"]),
+    ("SNOWFLAKE_PRIVATE_KEY_PATH", &["snowflake", "private_key_path"]),
+    (
+        "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
+        &["snowflake", "private_key_passphrase"],
+    ),
+    ("SNOWFLAKE_DATABASE", &["snowflake", "database"]),
+    ("SNOWFLAKE_SCHEMA", &["snowflake", "schema"]),
+    ("SNOWFLAKE_WAREHOUSE", &["snowflake", "warehouse"]),
+    ("SNOWFLAKE_ROLE", &["snowflake", "role"]),
+    ("SNOWFLAKE_ENDPOINT", &["snowflake", "endpoint"]),
+    ("BATCH_SIZE", &["batch", "max_records"]),
+    ("KAFKA_SASL_PASSWORD", &["kafka", "properties", "sasl.password"]),
+];
+
+impl Config {
+    /// Reads `path`, applies the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses TOML text with the given environment applied on top.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(e.message().to_string()))?;
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for (var, path) in NAMED_OVERRIDES {
+            if let Some(v) = env.get(*var) {
+                let value = if *var == "BATCH_SIZE" {
+                    parse_scalar(v)
+                } else {
+                    toml::Value::String(v.clone())
+                };
+                set_path(&mut doc, path, value);
+            }
+        }
+        if let Some(v) = env.get("BATCH_TIMEOUT") {
+            let secs: f64 = v.parse().map_err(|_| ConfigError::Override {
+                var: "BATCH_TIMEOUT".into(),
+                reason: format!("`{v}` is not a number of seconds"),
+            })?;
+            set_path(
+                &mut doc,
+                &["batch", "max_wait_ms"],
+                toml::Value::Integer((secs * 1000.0) as i64),
+            );
+        }
+        for (var, v) in &env {
+            let Some(rest) = var.strip_prefix("FLOE__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            if path.len() < 2 || path.iter().any(String::is_empty) {
+                return Err(ConfigError::Override {
+                    var: var.clone(),
+                    reason: "expected FLOE__SECTION__KEY".into(),
+                });
+            }
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            set_path(&mut doc, &refs, parse_scalar(v));
+        }
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.kafka.topics.is_empty() {
+            return bad("kafka.topics: at least one topic is required");
+        }
+        if self.batch.max_records == 0 {
+            return bad("batch.max_records must be at least 1");
+        }
+        if self.batch.max_wait_ms == 0 {
+            return bad("batch.max_wait_ms must be at least 1");
+        }
+        if self.snowflake.password.is_none() && self.snowflake.private_key_path.is_none() {
+            return bad("snowflake: set password (SNOWFLAKE_PASSWORD) or private_key_path");
+        }
+        Ok(())
+    }
+
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch.max_wait_ms)
+    }
+}
+
+/// An environment value as TOML: integers, floats and booleans keep their type.
+fn parse_scalar(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(f) = v.parse::<f64>() {
+        toml::Value::Float(f)
+    } else if let Ok(b) = v.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(v.to_string())
+    }
+}
+
+fn set_path(doc: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut table = doc;
+    for p in parents {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        table = entry.as_table_mut().expect("just made a table");
+    }
+    table.insert(last.to_string(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+topics = ["cdc.public.transactions"]
+
+[snowflake]
+account = "acct"
+user = "floe"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_guides() {
+        let cfg = Config::from_toml(MINIMAL, env(&[("SNOWFLAKE_PASSWORD", "pw")])).unwrap();
+        assert_eq!(cfg.batch.max_records, 100);
+        assert_eq!(cfg.batch_max_wait(), Duration::from_secs(5));
+        assert_eq!(cfg.snowflake.database, "CDC_WAREHOUSE");
+        assert_eq!(cfg.snowflake.delete_mode, DeleteMode::Soft);
+        assert_eq!(cfg.snowflake.password.as_ref().unwrap().expose(), "pw");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let cfg = Config::from_toml(MINIMAL, env(&[("SNOWFLAKE_PASSWORD", "hunter2")])).unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let cfg = Config::from_toml(
+            MINIMAL,
+            env(&[
+                ("SNOWFLAKE_PASSWORD", "pw"),
+                ("BATCH_SIZE", "500"),
+                ("BATCH_TIMEOUT", "2.5"),
+                ("FLOE__SNOWFLAKE__DELETE_MODE", "hard"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.batch.max_records, 500);
+        assert_eq!(cfg.batch.max_wait_ms, 2500);
+        assert_eq!(cfg.snowflake.delete_mode, DeleteMode::Hard);
+    }
+
+    #[test]
+    fn unknown_and_invalid_keys_are_named() {
+        let err = Config::from_toml(
+            &format!("{MINIMAL}\n[batch]\nmax_recods = 3\n"),
+            env(&[("SNOWFLAKE_PASSWORD", "pw")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_recods"), "{err}");
+        let err = Config::from_toml(
+            MINIMAL,
+            env(&[("SNOWFLAKE_PASSWORD", "pw"), ("FLOE__SNOWFLAKE__DELETE_MODE", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+        let err = Config::from_toml(MINIMAL, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("SNOWFLAKE_PASSWORD"), "{err}");
+    }
+}

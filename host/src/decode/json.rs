@@ -1,0 +1,216 @@
+//! Debezium JSON (Kafka Connect's JsonConverter), with or without the embedded schema.
+//!
+//! With `schemas.enable=true` every message repeats the same multi-kilobyte schema. The decoder
+//! keeps the exact bytes of the schemas it has seen; a message whose schema bytes match one of
+//! them skips straight to its payload, so the schema is parsed once, not once per message.
+
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::envelope::{build_change, parse_key, Payload};
+use super::schema::{ConnectSchema, ImageSchema};
+use super::{DecodeError, Decoded};
+use crate::change::KafkaPosition;
+
+const SCHEMA_PREFIX: &[u8] = br#"{"schema":"#;
+const PAYLOAD_INFIX: &[u8] = br#","payload":"#;
+/// How many distinct value schemas are remembered (tables × schema versions).
+const MAX_CACHED_SCHEMAS: usize = 256;
+
+struct CachedSchema {
+    raw: Box<[u8]>,
+    image: Option<ImageSchema>,
+}
+
+/// Decodes Debezium JSON messages; one per consumer (it caches schemas).
+#[derive(Default)]
+pub struct JsonDecoder {
+    schemas: Vec<CachedSchema>,
+}
+
+#[derive(Deserialize)]
+struct Wrapped<'a> {
+    #[serde(borrow, default)]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeSchema {
+    #[serde(default)]
+    fields: Vec<ConnectSchema>,
+}
+
+impl JsonDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one message. `value` is `None` for a tombstone.
+    pub fn decode(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        kafka: KafkaPosition,
+    ) -> Result<Decoded, DecodeError> {
+        let Some(value) = value else {
+            return Ok(Decoded::Tombstone);
+        };
+        let key = parse_key(key)?;
+
+        // Fast path: a schema seen before, byte for byte.
+        if let Some(rest) = value.strip_prefix(SCHEMA_PREFIX) {
+            for (i, cached) in self.schemas.iter().enumerate() {
+                let Some(after) = rest.strip_prefix(&*cached.raw) else {
+                    continue;
+                };
+                let Some(payload) = after.strip_prefix(PAYLOAD_INFIX) else {
+                    continue;
+                };
+                let payload = trim_closing_brace(payload)?;
+                let payload: Payload = serde_json::from_slice(payload)
+                    .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                let image = self.schemas[i].image.as_ref();
+                return Ok(Decoded::Change(Box::new(build_change(
+                    payload, image, key, kafka,
+                )?)));
+            }
+        }
+
+        let wrapped: Wrapped =
+            serde_json::from_slice(value).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        match (wrapped.schema, wrapped.payload) {
+            (Some(schema), Some(payload)) => {
+                if payload.get() == "null" {
+                    return Ok(Decoded::Tombstone);
+                }
+                let image = image_schema(schema.get())?;
+                let payload: Payload = serde_json::from_str(payload.get())
+                    .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                let change = build_change(payload, image.as_ref(), key, kafka)?;
+                if self.schemas.len() >= MAX_CACHED_SCHEMAS {
+                    self.schemas.remove(0);
+                }
+                self.schemas.push(CachedSchema {
+                    raw: schema.get().as_bytes().into(),
+                    image,
+                });
+                Ok(Decoded::Change(Box::new(change)))
+            }
+            _ => {
+                // No wrapper: the whole value is the envelope (schemas.enable=false).
+                let payload: Payload = serde_json::from_slice(value)
+                    .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                Ok(Decoded::Change(Box::new(build_change(
+                    payload, None, key, kafka,
+                )?)))
+            }
+        }
+    }
+}
+
+fn trim_closing_brace(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .ok_or_else(|| DecodeError::NotJson("truncated message".into()))?;
+    if bytes[end] != b'}' {
+        return Err(DecodeError::NotJson("message does not end with `}`".into()));
+    }
+    Ok(&bytes[..end])
+}
+
+/// The typed row schema from an envelope schema (`None` for an envelope without row images,
+/// such as a truncate-only schema).
+fn image_schema(raw: &str) -> Result<Option<ImageSchema>, DecodeError> {
+    let env: EnvelopeSchema =
+        serde_json::from_str(raw).map_err(|e| DecodeError::BadSchema(e.to_string()))?;
+    let image = env
+        .fields
+        .iter()
+        .find(|f| matches!(f.field.as_deref(), Some("after" | "before")));
+    image.map(ImageSchema::from_connect).transpose()
+}
+
+/// Re-exported for benchmarks: how many schemas this decoder holds.
+impl JsonDecoder {
+    pub fn cached_schemas(&self) -> usize {
+        self.schemas.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Cell, ColumnType, Op};
+    use serde_json::Value;
+
+    const SCHEMA: &str = r#"{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,"field":"transaction_id"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2","connect.decimal.precision":"12"},"field":"amount"},{"type":"string","optional":true,"field":"description"},{"type":"string","optional":false,"name":"io.debezium.time.ZonedTimestamp","field":"created_at"}],"optional":true,"field":"before"},{"type":"struct","fields":[{"type":"int64","optional":false,"field":"transaction_id"},{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","version":1,"parameters":{"scale":"2","connect.decimal.precision":"12"},"field":"amount"},{"type":"string","optional":true,"field":"description"},{"type":"string","optional":false,"name":"io.debezium.time.ZonedTimestamp","field":"created_at"}],"optional":true,"field":"after"},{"type":"struct","fields":[],"field":"source"},{"type":"string","field":"op"}],"name":"x.Envelope"}"#;
+
+    fn message(payload: &str) -> Vec<u8> {
+        format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#).into_bytes()
+    }
+
+    const KEY: &[u8] = br#"{"schema":{"type":"struct","fields":[{"type":"int64","field":"transaction_id"}]},"payload":{"transaction_id":7}}"#;
+
+    fn change(d: Decoded) -> crate::change::Change {
+        match d {
+            Decoded::Change(c) => *c,
+            Decoded::Tombstone => panic!("expected a change"),
+        }
+    }
+
+    #[test]
+    fn decodes_with_schema_and_reuses_it() {
+        let mut dec = JsonDecoder::new();
+        let p = r#"{"before":null,"after":{"transaction_id":7,"amount":"BOI=","description":"__debezium_unavailable_value","created_at":"2024-01-01T00:00:00Z"},"source":{"lsn":42,"ts_ms":5,"schema":"public","table":"transactions"},"op":"u"}"#;
+        for _ in 0..2 {
+            let c = change(
+                dec.decode(Some(KEY), Some(&message(p)), KafkaPosition::default())
+                    .unwrap(),
+            );
+            assert_eq!(c.op, Op::Update);
+            assert_eq!(c.position.lsn, 42);
+            assert_eq!(c.table.table, "transactions");
+            let after = c.after.unwrap();
+            assert_eq!(after.get("amount"), Some(&Cell::Value(Value::from("12.50"))));
+            assert_eq!(after.get("description"), Some(&Cell::Unchanged));
+            assert_eq!(after.columns[3].ty, ColumnType::TimestampTz);
+            assert_eq!(c.key[0].1, Value::from(7));
+        }
+        assert_eq!(dec.cached_schemas(), 1);
+    }
+
+    #[test]
+    fn decodes_without_schema() {
+        let mut dec = JsonDecoder::new();
+        let v = br#"{"before":{"transaction_id":7},"after":null,"source":{"lsn":9,"schema":"public","table":"transactions"},"op":"d"}"#;
+        let c = change(
+            dec.decode(Some(br#"{"transaction_id":7}"#), Some(v), KafkaPosition::default())
+                .unwrap(),
+        );
+        assert_eq!(c.op, Op::Delete);
+        assert_eq!(c.before.unwrap().columns[0].ty, ColumnType::Unknown);
+    }
+
+    #[test]
+    fn tombstones_and_garbage() {
+        let mut dec = JsonDecoder::new();
+        assert!(matches!(
+            dec.decode(Some(KEY), None, KafkaPosition::default()),
+            Ok(Decoded::Tombstone)
+        ));
+        for bad in [&b"not json"[..], b"{\"schema\":", b"[1,2]", b"{\"op\":\"x\"}"] {
+            assert!(dec
+                .decode(Some(KEY), Some(bad), KafkaPosition::default())
+                .is_err());
+        }
+        let missing_after = message(r#"{"after":null,"source":{"table":"t"},"op":"c"}"#);
+        let err = dec
+            .decode(Some(KEY), Some(&missing_after), KafkaPosition::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("without an `after`"), "{err}");
+    }
+}

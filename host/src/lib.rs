@@ -1,0 +1,17 @@
+//! floe: streams Debezium change events from Kafka into Snowflake.
+//!
+//! A record flows through the modules in one direction:
+//! [`source`] (Kafka) → [`decode`] → [`batch`] → [`sink`] (Snowflake MERGE) → offsets committed,
+//! with [`dlq`] for what cannot be decoded and [`metrics`] counting along the way.
+//! [`pipeline`] wires them together; [`config`] and [`generate`] serve the command line.
+
+pub mod batch;
+pub mod change;
+pub mod config;
+pub mod decode;
+pub mod dlq;
+pub mod generate;
+pub mod metrics;
+pub mod pipeline;
+pub mod sink;
+pub mod source;

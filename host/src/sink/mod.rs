@@ -1,0 +1,22 @@
+//! Sinks: where folded batches are loaded. Delivery is at least once (a batch may be loaded
+//! again after a crash), so a sink must make replays harmless.
+
+pub mod snowflake;
+
+/// Why a load failed. The pipeline retries every kind with backoff and commits nothing until
+/// the load succeeds, so no failure loses data.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The warehouse could not be reached, or the session was lost.
+    #[error("cannot reach Snowflake: {0}")]
+    Unavailable(String),
+    /// A statement was refused (SQL error, type mismatch, missing privilege).
+    #[error("Snowflake refused `{statement}`: {message}")]
+    Statement { statement: String, message: String },
+    /// The sink is misconfigured (bad key file, bad endpoint).
+    #[error("Snowflake sink configuration: {0}")]
+    Config(String),
+    /// The batch cannot be loaded as described (e.g. no schema known for a table).
+    #[error("cannot load table {table}: {reason}")]
+    Table { table: String, reason: String },
+}

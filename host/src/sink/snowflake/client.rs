@@ -1,0 +1,190 @@
+//! The connection to Snowflake: authentication (password or key pair), the endpoint override,
+//! one session reused across statements and replaced when it is lost.
+
+use std::time::Duration;
+
+use snowflake_connector_rs::{
+    AuthConfig, CellValue, Client, ClientConfig, EndpointConfig, ErrorKind, KeyPairConfig, QueryConfig,
+    Session, SessionConfig, Statement,
+};
+
+use crate::config::SnowflakeConfig;
+use crate::sink::SinkError;
+
+/// A Snowflake client with a lazily (re)created session.
+pub struct SnowflakeClient {
+    client: Client,
+    session: Option<Session>,
+    /// Incremented every time a new session is opened; session-scoped objects (the temporary
+    /// stage tables) must be recreated when it changes.
+    generation: u64,
+}
+
+impl SnowflakeClient {
+    pub fn new(cfg: &SnowflakeConfig) -> Result<Self, SinkError> {
+        let auth = match (&cfg.private_key_path, &cfg.password) {
+            (Some(path), _) => {
+                let pem = std::fs::read_to_string(path).map_err(|e| {
+                    SinkError::Config(format!("cannot read private key {}: {e}", path.display()))
+                })?;
+                let kp = match &cfg.private_key_passphrase {
+                    Some(p) => KeyPairConfig::from_encrypted_pem(pem, p.expose().as_bytes().to_vec()),
+                    None => KeyPairConfig::from_pem(pem),
+                };
+                AuthConfig::key_pair(kp)
+            }
+            (None, Some(pw)) => AuthConfig::password(pw.expose()),
+            (None, None) => {
+                return Err(SinkError::Config(
+                    "no password and no private key configured".into(),
+                ))
+            }
+        };
+        let mut session = SessionConfig::new()
+            .with_database(&cfg.database)
+            .with_schema(&cfg.schema)
+            .with_session_parameter("TIMEZONE", serde_json::json!("UTC"));
+        if let Some(w) = &cfg.warehouse {
+            session = session.with_warehouse(w);
+        }
+        if let Some(r) = &cfg.role {
+            session = session.with_role(r);
+        }
+        let mut client_cfg = ClientConfig::new(&cfg.user, &cfg.account, auth)
+            .with_session(session)
+            .with_query(
+                QueryConfig::new()
+                    .with_query_response_timeout(Duration::from_secs(cfg.query_timeout_secs)),
+            );
+        if let Some(endpoint) = &cfg.endpoint {
+            let url = endpoint
+                .parse()
+                .map_err(|e| SinkError::Config(format!("endpoint `{endpoint}`: {e}")))?;
+            client_cfg = client_cfg.with_endpoint(EndpointConfig::CustomBaseUrl(url));
+        }
+        let client = Client::new(client_cfg).map_err(|e| SinkError::Config(e.to_string()))?;
+        Ok(SnowflakeClient {
+            client,
+            session: None,
+            generation: 0,
+        })
+    }
+
+    /// The current session generation (see the field's doc).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    async fn session(&mut self) -> Result<&Session, SinkError> {
+        if self.session.is_none() {
+            let s = self
+                .client
+                .create_session()
+                .await
+                .map_err(|e| SinkError::Unavailable(format!("login failed: {e}")))?;
+            self.generation += 1;
+            self.session = Some(s);
+        }
+        Ok(self.session.as_ref().expect("session just set"))
+    }
+
+    /// Runs a statement without binds.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
+        let result = self.session().await?.query(Statement::new(sql.to_string())).await;
+        self.settle(sql, result.map(|_| ()))
+    }
+
+    /// Runs a statement with one bound text value (`?`).
+    pub async fn execute_bound(&mut self, sql: &str, value: String) -> Result<(), SinkError> {
+        let result = self
+            .session()
+            .await?
+            .query(Statement::new(sql.to_string()).bind(value))
+            .await;
+        self.settle(sql, result.map(|_| ()))
+    }
+
+    /// Runs a query and returns every row as text cells.
+    pub async fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SinkError> {
+        let result = async {
+            let table = self
+                .session()
+                .await?
+                .query(Statement::new(sql.to_string()))
+                .await
+                .map_err(|e| map_error(sql, e))?
+                .collect_table()
+                .await
+                .map_err(|e| map_error(sql, e))?;
+            let mut rows = Vec::new();
+            for row in table.dynamic_rows().map_err(|e| map_error(sql, e))? {
+                let row = row.map_err(|e| map_error(sql, e))?;
+                rows.push(
+                    row.values()
+                        .iter()
+                        .map(cell_text)
+                        .collect(),
+                );
+            }
+            Ok(rows)
+        }
+        .await;
+        if matches!(result, Err(SinkError::Unavailable(_))) {
+            self.session = None;
+        }
+        result
+    }
+
+    fn settle(
+        &mut self,
+        sql: &str,
+        result: Result<(), snowflake_connector_rs::Error>,
+    ) -> Result<(), SinkError> {
+        result.map_err(|e| {
+            let err = map_error(sql, e);
+            if matches!(err, SinkError::Unavailable(_)) {
+                // The session may be gone (server restart, expiry): open a new one next time.
+                self.session = None;
+            }
+            err
+        })
+    }
+}
+
+/// A result cell as text; `None` for SQL NULL. floe only reads small metadata results.
+fn cell_text(v: &CellValue) -> Option<String> {
+    Some(match v {
+        CellValue::Null => return None,
+        CellValue::Boolean(b) => b.to_string(),
+        CellValue::Integer(i) => i.to_string(),
+        CellValue::Float(f) => f.to_string(),
+        CellValue::String(s) => s.clone(),
+        CellValue::Json(j) => j.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn map_error(sql: &str, e: snowflake_connector_rs::Error) -> SinkError {
+    match e.kind() {
+        ErrorKind::Server => SinkError::Statement {
+            statement: shorten(sql),
+            message: e.to_string(),
+        },
+        ErrorKind::Config | ErrorKind::BindEncode => SinkError::Config(e.to_string()),
+        _ => SinkError::Unavailable(e.to_string()),
+    }
+}
+
+/// Statements are logged in errors; they never contain record values (those are bound), but
+/// they can be long.
+fn shorten(sql: &str) -> String {
+    const MAX: usize = 160;
+    if sql.len() <= MAX {
+        return sql.to_string();
+    }
+    let mut end = MAX;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &sql[..end])
+}

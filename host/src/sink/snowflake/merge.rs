@@ -1,0 +1,386 @@
+//! The load of one table's batch: the JSON payload that is bound to the stage insert, and the
+//! SQL that stages it, fills unchanged TOAST values from the target, and MERGEs it.
+//!
+//! Record values only ever travel as the bound payload, never inside SQL text. The MERGE only
+//! moves a row forward: it applies a change only if its source LSN is newer than the stored
+//! one, so a replayed batch changes nothing.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::schema::{ident, stage_expr, TargetColumn, CDC_COLUMNS};
+use crate::batch::{FoldedRow, RowAction};
+use crate::change::Cell;
+use crate::config::DeleteMode;
+
+/// Largest bound payload per stage insert; Snowflake accepts 16 MB per bind value.
+pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+
+/// Everything needed to load batches into one target table.
+#[derive(Debug, Clone)]
+pub struct MergePlan {
+    /// Fully qualified, quoted target table.
+    pub target: String,
+    /// Quoted, unqualified temporary stage table.
+    pub stage: String,
+    /// Source column names, in the order of `columns`.
+    pub source_names: Vec<Arc<str>>,
+    /// Data columns of the target, in payload order.
+    pub columns: Vec<TargetColumn>,
+    /// Indexes into `columns` of the key columns.
+    pub key: Vec<usize>,
+    pub delete_mode: DeleteMode,
+}
+
+/// One bound payload and what it holds.
+#[derive(Debug)]
+pub struct Payload {
+    /// JSON array of row arrays.
+    pub json: String,
+    pub rows: usize,
+}
+
+/// The payloads for a batch, and the data columns that had unchanged-TOAST cells.
+#[derive(Debug)]
+pub struct StagedBatch {
+    pub payloads: Vec<Payload>,
+    pub unchanged_columns: BTreeSet<usize>,
+}
+
+impl MergePlan {
+    /// `INSERT INTO stage SELECT … FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?))`.
+    pub fn stage_insert_sql(&self) -> String {
+        let mut exprs: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| stage_expr(i, &c.sql_type))
+            .collect();
+        let n = self.columns.len();
+        for (j, (_, ty)) in CDC_COLUMNS.iter().enumerate() {
+            exprs.push(stage_expr(n + j, ty));
+        }
+        let m = n + CDC_COLUMNS.len();
+        exprs.push(stage_expr(m, "VARCHAR"));
+        exprs.push(stage_expr(m + 1, "VARCHAR"));
+        format!(
+            "INSERT INTO {} SELECT {} FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?)) f",
+            self.stage,
+            exprs.join(", ")
+        )
+    }
+
+    fn key_join(&self, left: &str, right: &str) -> String {
+        self.key
+            .iter()
+            .map(|&k| {
+                let c = ident(&self.columns[k].name);
+                format!("{left}.{c} = {right}.{c}")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// Copies the stored value of data column `i` into staged rows that marked it unchanged.
+    pub fn fill_unchanged_sql(&self, i: usize) -> String {
+        let c = ident(&self.columns[i].name);
+        format!(
+            "UPDATE {stage} s SET {c} = t.{c} FROM {target} t WHERE {join} AND CONTAINS(s.\"FLOE_UNCHANGED\", ',{i},')",
+            stage = self.stage,
+            target = self.target,
+            join = self.key_join("s", "t"),
+        )
+    }
+
+    /// The MERGE from the stage into the target.
+    pub fn merge_sql(&self) -> String {
+        let newer = "(t.\"CDC_LSN\" IS NULL OR s.\"CDC_LSN\" > t.\"CDC_LSN\")";
+        let cdc_set: Vec<String> = CDC_COLUMNS
+            .iter()
+            .filter(|(n, _)| *n != "IS_DELETED")
+            .map(|(n, _)| format!("{0} = s.{0}", ident(n)))
+            .collect();
+        let mut data_set: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.key.contains(i))
+            .map(|(_, c)| format!("{0} = s.{0}", ident(&c.name)))
+            .collect();
+        data_set.push("\"IS_DELETED\" = s.\"IS_DELETED\"".into());
+        data_set.extend(cdc_set.iter().cloned());
+        let all: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .chain(CDC_COLUMNS.iter().map(|(n, _)| ident(n)))
+            .collect();
+        let insert = format!(
+            "INSERT ({}) VALUES ({})",
+            all.join(", "),
+            all.iter()
+                .map(|c| format!("s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let head = format!(
+            "MERGE INTO {} t USING {} s ON {}",
+            self.target,
+            self.stage,
+            self.key_join("t", "s")
+        );
+        match self.delete_mode {
+            DeleteMode::Soft => {
+                let mut del_set = vec!["\"IS_DELETED\" = TRUE".to_string()];
+                del_set.extend(cdc_set);
+                format!(
+                    "{head} \
+                     WHEN MATCHED AND s.\"FLOE_ACTION\" = 'delete' AND {newer} THEN UPDATE SET {del} \
+                     WHEN MATCHED AND s.\"FLOE_ACTION\" <> 'delete' AND {newer} THEN UPDATE SET {data} \
+                     WHEN NOT MATCHED AND s.\"FLOE_ACTION\" <> 'delete' THEN {insert}",
+                    del = del_set.join(", "),
+                    data = data_set.join(", "),
+                )
+            }
+            DeleteMode::Hard => format!(
+                "{head} \
+                 WHEN MATCHED AND s.\"FLOE_ACTION\" <> 'upsert' AND {newer} THEN DELETE \
+                 WHEN MATCHED AND s.\"FLOE_ACTION\" = 'upsert' AND {newer} THEN UPDATE SET {data} \
+                 WHEN NOT MATCHED AND s.\"FLOE_ACTION\" = 'upsert' THEN {insert}",
+                data = data_set.join(", "),
+            ),
+        }
+    }
+
+    /// Serialises folded rows into bound payloads of at most `max_bytes` each.
+    pub fn stage_rows(
+        &self,
+        rows: &[FoldedRow],
+        loaded_at: DateTime<Utc>,
+        max_bytes: usize,
+    ) -> StagedBatch {
+        let loaded_at = Value::from(loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        let mut payloads = Vec::new();
+        let mut unchanged_columns = BTreeSet::new();
+        let mut cur = String::from("[");
+        let mut cur_rows = 0;
+        let mut row_buf = String::new();
+        for row in rows {
+            row_buf.clear();
+            let unchanged = self.write_row(&mut row_buf, row, &loaded_at);
+            unchanged_columns.extend(unchanged);
+            if cur_rows > 0 && cur.len() + row_buf.len() + 2 > max_bytes {
+                cur.push(']');
+                payloads.push(Payload {
+                    json: std::mem::replace(&mut cur, String::from("[")),
+                    rows: cur_rows,
+                });
+                cur_rows = 0;
+            }
+            if cur_rows > 0 {
+                cur.push(',');
+            }
+            cur.push_str(&row_buf);
+            cur_rows += 1;
+        }
+        if cur_rows > 0 {
+            cur.push(']');
+            payloads.push(Payload {
+                json: cur,
+                rows: cur_rows,
+            });
+        }
+        StagedBatch {
+            payloads,
+            unchanged_columns,
+        }
+    }
+
+    /// Writes one row array; returns the indexes of unchanged-TOAST data columns.
+    fn write_row(&self, out: &mut String, row: &FoldedRow, loaded_at: &Value) -> Vec<usize> {
+        let mut unchanged = Vec::new();
+        out.push('[');
+        for (i, name) in self.source_names.iter().enumerate() {
+            let cell = match &row.image {
+                Some(img) => img.get(name).cloned(),
+                None => row
+                    .key
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| Cell::Value(v.clone())),
+            };
+            let value = match cell {
+                Some(Cell::Value(v)) => v,
+                Some(Cell::Unchanged) => {
+                    unchanged.push(i);
+                    Value::Null
+                }
+                None => Value::Null,
+            };
+            push_json(out, &value);
+            out.push(',');
+        }
+        let (action, deleted) = match row.action {
+            RowAction::Upsert => ("upsert", false),
+            RowAction::Delete => ("delete", true),
+            RowAction::DeleteWithImage => ("delete_image", true),
+        };
+        let ts = DateTime::from_timestamp_millis(row.source_ts_ms)
+            .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+            .unwrap_or(Value::Null);
+        let unchanged_text = if unchanged.is_empty() {
+            Value::Null
+        } else {
+            let mut s = String::from(",");
+            for i in &unchanged {
+                let _ = write!(s, "{i},");
+            }
+            Value::from(s)
+        };
+        // Order of CDC_COLUMNS, then the stage-only columns.
+        let tail = [
+            Value::from(deleted),
+            Value::from(row.op.code()),
+            ts,
+            Value::from(row.position.lsn),
+            Value::from(row.kafka.partition),
+            Value::from(row.kafka.offset),
+            loaded_at.clone(),
+            Value::from(action),
+            unchanged_text,
+        ];
+        for (j, v) in tail.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            push_json(out, v);
+        }
+        out.push(']');
+        unchanged
+    }
+}
+
+fn push_json(out: &mut String, v: &Value) {
+    // Writing a serde_json::Value into a String cannot fail.
+    out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Column, ColumnType, KafkaPosition, Op, Row, SourcePosition};
+
+    fn plan(mode: DeleteMode) -> MergePlan {
+        MergePlan {
+            target: "\"DB\".\"S\".\"T\"".into(),
+            stage: "\"FLOE_STAGE_T\"".into(),
+            source_names: vec!["id".into(), "note".into()],
+            columns: vec![
+                TargetColumn {
+                    name: "ID".into(),
+                    sql_type: "NUMBER(38,0)".into(),
+                },
+                TargetColumn {
+                    name: "NOTE".into(),
+                    sql_type: "VARCHAR".into(),
+                },
+            ],
+            key: vec![0],
+            delete_mode: mode,
+        }
+    }
+
+    fn folded(id: i64, note: Cell, action: RowAction) -> FoldedRow {
+        let cols: Arc<[Column]> = vec![
+            Column {
+                name: "id".into(),
+                ty: ColumnType::Integer,
+                optional: false,
+            },
+            Column {
+                name: "note".into(),
+                ty: ColumnType::Text,
+                optional: true,
+            },
+        ]
+        .into();
+        FoldedRow {
+            action,
+            image: (action != RowAction::Delete).then(|| Row {
+                columns: cols,
+                cells: vec![Cell::Value(id.into()), note],
+            }),
+            key: vec![("id".into(), id.into())],
+            op: Op::Update,
+            position: SourcePosition { lsn: 77 },
+            source_ts_ms: 1_700_000_000_000,
+            kafka: KafkaPosition {
+                partition: 2,
+                offset: 9,
+            },
+        }
+    }
+
+    #[test]
+    fn values_are_bound_never_spliced() {
+        let p = plan(DeleteMode::Soft);
+        let evil = "'); DROP TABLE T; --";
+        let rows = vec![folded(1, Cell::Value(evil.into()), RowAction::Upsert)];
+        let staged = p.stage_rows(&rows, Utc::now(), MAX_PAYLOAD_BYTES);
+        assert!(staged.payloads[0].json.contains("DROP TABLE"));
+        for sql in [p.stage_insert_sql(), p.merge_sql(), p.fill_unchanged_sql(1)] {
+            assert!(!sql.contains("DROP"), "{sql}");
+        }
+        assert!(p.stage_insert_sql().ends_with("PARSE_JSON(?)) f"));
+    }
+
+    #[test]
+    fn payload_rows_carry_action_position_and_unchanged_columns() {
+        let p = plan(DeleteMode::Soft);
+        let rows = vec![
+            folded(1, Cell::Unchanged, RowAction::Upsert),
+            folded(2, Cell::Value(Value::Null), RowAction::Delete),
+        ];
+        let staged = p.stage_rows(&rows, Utc::now(), MAX_PAYLOAD_BYTES);
+        let v: Value = serde_json::from_str(&staged.payloads[0].json).unwrap();
+        assert_eq!(v[0][0], 1);
+        assert_eq!(v[0][1], Value::Null);
+        assert_eq!(v[0][5], 77); // CDC_LSN
+        assert_eq!(v[0][9], "upsert");
+        assert_eq!(v[0][10], ",1,");
+        assert_eq!(v[1][0], 2); // key of a key-only delete
+        assert_eq!(v[1][2], true); // IS_DELETED
+        assert_eq!(v[1][9], "delete");
+        assert_eq!(staged.unchanged_columns, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn payloads_split_by_size() {
+        let p = plan(DeleteMode::Soft);
+        let rows: Vec<_> = (0..50)
+            .map(|i| folded(i, Cell::Value("x".repeat(100).into()), RowAction::Upsert))
+            .collect();
+        let staged = p.stage_rows(&rows, Utc::now(), 1_000);
+        assert!(staged.payloads.len() > 5);
+        assert_eq!(staged.payloads.iter().map(|p| p.rows).sum::<usize>(), 50);
+        for pl in &staged.payloads {
+            let v: Value = serde_json::from_str(&pl.json).unwrap();
+            assert_eq!(v.as_array().unwrap().len(), pl.rows);
+        }
+    }
+
+    #[test]
+    fn merge_never_moves_backwards_and_deletes_by_mode() {
+        let soft = plan(DeleteMode::Soft).merge_sql();
+        assert_eq!(soft.matches("s.\"CDC_LSN\" > t.\"CDC_LSN\"").count(), 2);
+        assert!(soft.contains("\"IS_DELETED\" = TRUE"));
+        assert!(!soft.contains("THEN DELETE"));
+        let hard = plan(DeleteMode::Hard).merge_sql();
+        assert!(hard.contains("THEN DELETE"));
+        assert!(!hard.contains("\"ID\" = s.\"ID\","), "keys are not updated: {hard}");
+    }
+}

@@ -1,0 +1,324 @@
+//! The Snowflake sink: creates each target table (and the configured views) if missing, and
+//! loads a batch per table in a few round trips: stage the bound payload, fill unchanged TOAST
+//! values from the target, one MERGE.
+
+pub mod client;
+pub mod merge;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use self::client::SnowflakeClient;
+use self::merge::{MergePlan, MAX_PAYLOAD_BYTES};
+use self::schema::{
+    create_stage_sql, create_target_sql, ident, target_columns, warehouse_name, TargetColumn,
+};
+use super::SinkError;
+use crate::batch::{Batch, TableBatch};
+use crate::change::{Column, ColumnType, TableId};
+use crate::config::{DeleteMode, SnowflakeConfig};
+
+/// What a load did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadReport {
+    /// Folded rows merged into target tables.
+    pub rows: usize,
+    pub tables: usize,
+}
+
+struct TableState {
+    plan: MergePlan,
+    source_columns: Arc<[Column]>,
+    /// Session generation in which the stage table was created.
+    stage_generation: u64,
+}
+
+/// Loads batches into Snowflake.
+pub struct SnowflakeSink {
+    client: SnowflakeClient,
+    cfg: SnowflakeConfig,
+    tables: HashMap<TableId, TableState>,
+}
+
+impl SnowflakeSink {
+    pub fn new(cfg: &SnowflakeConfig) -> Result<Self, SinkError> {
+        Ok(SnowflakeSink {
+            client: SnowflakeClient::new(cfg)?,
+            cfg: cfg.clone(),
+            tables: HashMap::new(),
+        })
+    }
+
+    fn target_name(&self, table: &TableId) -> String {
+        let name = self
+            .cfg
+            .table
+            .clone()
+            .unwrap_or_else(|| warehouse_name(&table.table));
+        format!(
+            "{}.{}.{}",
+            ident(&self.cfg.database),
+            ident(&self.cfg.schema),
+            ident(&name)
+        )
+    }
+
+    /// Loads every table of the batch. On error nothing is committed by the caller, and loading
+    /// the same batch again is harmless.
+    pub async fn load(&mut self, batch: &Batch) -> Result<LoadReport, SinkError> {
+        let mut report = LoadReport::default();
+        for (table, tb) in &batch.tables {
+            if tb.rows.is_empty() {
+                continue;
+            }
+            self.prepare(table, tb).await?;
+            let plan = self.tables[table].plan.clone();
+            let staged = plan.stage_rows(&tb.rows, Utc::now(), MAX_PAYLOAD_BYTES);
+            self.client
+                .execute(&format!("DELETE FROM {}", plan.stage))
+                .await?;
+            let insert = plan.stage_insert_sql();
+            for payload in staged.payloads {
+                self.client.execute_bound(&insert, payload.json).await?;
+            }
+            for &i in &staged.unchanged_columns {
+                self.client.execute(&plan.fill_unchanged_sql(i)).await?;
+            }
+            self.client.execute(&plan.merge_sql()).await?;
+            report.rows += tb.rows.len();
+            report.tables += 1;
+        }
+        Ok(report)
+    }
+
+    /// Applies a source `TRUNCATE` at source position `lsn`: rows loaded before it are deleted
+    /// (hard mode) or marked deleted (soft mode).
+    pub async fn truncate(&mut self, table: &TableId, lsn: u64) -> Result<(), SinkError> {
+        let target = self.target_name(table);
+        let sql = match self.cfg.delete_mode {
+            DeleteMode::Hard => format!("DELETE FROM {target} WHERE \"CDC_LSN\" < ?"),
+            DeleteMode::Soft => format!(
+                "UPDATE {target} SET \"IS_DELETED\" = TRUE, \"CDC_OPERATION\" = 't' WHERE \"CDC_LSN\" < ?"
+            ),
+        };
+        self.client.execute_bound(&sql, lsn.to_string()).await
+    }
+
+    /// Makes sure the target table exists, its merge plan matches the batch's columns, and the
+    /// session has its stage table.
+    async fn prepare(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
+        let columns = tb.columns.clone().ok_or_else(|| SinkError::Table {
+            table: table.table.clone(),
+            reason: "no row image in the batch".into(),
+        })?;
+        let known = self
+            .tables
+            .get(table)
+            .is_some_and(|s| same_columns(&s.source_columns, &columns));
+        if !known {
+            let plan = self.plan_for(table, tb, &columns).await?;
+            self.tables.insert(
+                table.clone(),
+                TableState {
+                    plan,
+                    source_columns: columns,
+                    stage_generation: 0,
+                },
+            );
+        }
+        let generation = self.client.generation();
+        let state = &self.tables[table];
+        if state.stage_generation == 0 || state.stage_generation != generation {
+            let sql = create_stage_sql(&state.plan.stage, &state.plan.columns);
+            self.client.execute(&sql).await?;
+            // The statement may have opened a new session: record the one it ran in.
+            let generation = self.client.generation();
+            if let Some(s) = self.tables.get_mut(table) {
+                s.stage_generation = generation;
+            }
+        }
+        Ok(())
+    }
+
+    async fn plan_for(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+        columns: &Arc<[Column]>,
+    ) -> Result<MergePlan, SinkError> {
+        let target = self.target_name(table);
+        let key_names: Vec<Arc<str>> = tb
+            .rows
+            .iter()
+            .find(|r| !r.key.is_empty())
+            .map(|r| r.key.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default();
+        if key_names.is_empty() {
+            return Err(SinkError::Table {
+                table: table.table.clone(),
+                reason: "the table has no primary key (append-only loading is not supported yet)"
+                    .into(),
+            });
+        }
+        let typed = columns.iter().all(|c| c.ty != ColumnType::Unknown);
+        let target_cols = if typed {
+            let cols = target_columns(columns);
+            let key: Vec<String> = key_names.iter().map(|k| warehouse_name(k)).collect();
+            self.client
+                .execute(&create_target_sql(&target, &cols, &key))
+                .await?;
+            info!(table = %target, "target table ready");
+            if let Some(views) = self.cfg.views_file.clone() {
+                self.run_sql_file(&views).await?;
+            }
+            cols
+        } else {
+            self.existing_columns(table, columns).await?
+        };
+        let key = key_names
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .position(|c| c.name == *k)
+                    .ok_or_else(|| SinkError::Table {
+                        table: table.table.clone(),
+                        reason: format!("key column `{k}` is not in the row image"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MergePlan {
+            stage: ident(&format!(
+                "FLOE_STAGE_{}",
+                self.cfg
+                    .table
+                    .clone()
+                    .unwrap_or_else(|| warehouse_name(&table.table))
+            )),
+            target,
+            source_names: columns.iter().map(|c| c.name.clone()).collect(),
+            columns: target_cols,
+            key,
+            delete_mode: self.cfg.delete_mode,
+        })
+    }
+
+    /// For events without an embedded schema: the types come from the existing target table.
+    async fn existing_columns(
+        &mut self,
+        table: &TableId,
+        columns: &[Column],
+    ) -> Result<Vec<TargetColumn>, SinkError> {
+        let name = self
+            .cfg
+            .table
+            .clone()
+            .unwrap_or_else(|| warehouse_name(&table.table));
+        // Identifiers come from config and the source's table name; quote them as literals.
+        let sql = format!(
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}'",
+            ident(&self.cfg.database),
+            self.cfg.schema.replace('\'', "''"),
+            name.replace('\'', "''"),
+        );
+        let rows = self.client.query_text(&sql).await?;
+        let mut types = HashMap::new();
+        for r in rows {
+            let (Some(col), Some(ty)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten())
+            else {
+                continue;
+            };
+            let sql_type = match (ty.as_str(), r.get(2).cloned().flatten(), r.get(3).cloned().flatten()) {
+                ("NUMBER", Some(p), Some(s)) => format!("NUMBER({p},{s})"),
+                ("TEXT", _, _) => "VARCHAR".to_string(),
+                (t, _, _) => t.to_string(),
+            };
+            types.insert(col, sql_type);
+        }
+        if types.is_empty() {
+            return Err(SinkError::Table {
+                table: name,
+                reason: "the events carry no schema and the target table does not exist; \
+                         create it (sql/setup_snowflake.sql) or enable schemas in the converter"
+                    .into(),
+            });
+        }
+        columns
+            .iter()
+            .map(|c| {
+                let wname = warehouse_name(&c.name);
+                types
+                    .get(&wname)
+                    .map(|t| TargetColumn {
+                        name: wname.clone(),
+                        sql_type: t.clone(),
+                    })
+                    .ok_or_else(|| SinkError::Table {
+                        table: name.clone(),
+                        reason: format!("column {wname} is missing from the target table"),
+                    })
+            })
+            .collect()
+    }
+
+    async fn run_sql_file(&mut self, path: &std::path::Path) -> Result<(), SinkError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SinkError::Config(format!("cannot read {}: {e}", path.display())))?;
+        for stmt in split_statements(&text) {
+            if let Err(e) = self.client.execute(&stmt).await {
+                warn!(file = %path.display(), error = %e, "statement of the views file failed");
+                return Err(e);
+            }
+        }
+        info!(file = %path.display(), "views ready");
+        Ok(())
+    }
+}
+
+fn same_columns(a: &Arc<[Column]>, b: &Arc<[Column]>) -> bool {
+    Arc::ptr_eq(a, b) || a[..] == b[..]
+}
+
+/// Splits a SQL script on `;` at the end of a line, dropping comment-only pieces.
+pub fn split_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if trimmed.ends_with(';') {
+            let stmt = cur.trim().trim_end_matches(';').trim().to_string();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            cur.clear();
+        }
+    }
+    let rest = cur.trim();
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_files_split_into_statements() {
+        let s = "-- views\nCREATE VIEW a AS\nSELECT 1;\n\nCREATE VIEW b AS SELECT 2;\n-- end\n";
+        assert_eq!(
+            split_statements(s),
+            vec!["CREATE VIEW a AS\nSELECT 1", "CREATE VIEW b AS SELECT 2"]
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Warehouse-side naming and types: identifiers, the target table's columns (source columns
+//! plus floe's CDC columns), and the temporary stage table a batch is loaded through.
+
+use crate::change::{Column, ColumnType};
+
+/// Columns floe adds to every target table.
+pub const CDC_COLUMNS: &[(&str, &str)] = &[
+    ("IS_DELETED", "BOOLEAN"),
+    ("CDC_OPERATION", "VARCHAR(1)"),
+    ("CDC_TIMESTAMP", "TIMESTAMP_TZ(3)"),
+    ("CDC_LSN", "NUMBER(20,0)"),
+    ("CDC_KAFKA_PARTITION", "NUMBER(10,0)"),
+    ("CDC_KAFKA_OFFSET", "NUMBER(20,0)"),
+    ("CDC_LOADED_AT", "TIMESTAMP_TZ(9)"),
+];
+
+/// Stage-only columns: what the MERGE must do with the row, and which cells were unchanged
+/// TOAST values (as `,i,j,` column indexes).
+pub const STAGE_COLUMNS: &[(&str, &str)] = &[("FLOE_ACTION", "VARCHAR"), ("FLOE_UNCHANGED", "VARCHAR")];
+
+/// A double-quoted Snowflake identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The warehouse name of a source column or table: upper case, as unquoted Snowflake names are.
+pub fn warehouse_name(source: &str) -> String {
+    source.to_uppercase()
+}
+
+/// The Snowflake type of a source column.
+pub fn sql_type(ty: &ColumnType) -> String {
+    match ty {
+        ColumnType::Integer => "NUMBER(38,0)".into(),
+        ColumnType::Float => "FLOAT".into(),
+        ColumnType::Boolean => "BOOLEAN".into(),
+        ColumnType::Decimal { precision, scale } => {
+            let s = (*scale).min(37);
+            let p = precision.unwrap_or(38).clamp(s.max(1), 38);
+            format!("NUMBER({p},{s})")
+        }
+        ColumnType::Text => "VARCHAR".into(),
+        ColumnType::Binary => "BINARY".into(),
+        ColumnType::Date => "DATE".into(),
+        ColumnType::Time => "TIME(9)".into(),
+        ColumnType::Timestamp => "TIMESTAMP_NTZ(9)".into(),
+        ColumnType::TimestampTz => "TIMESTAMP_TZ(9)".into(),
+        ColumnType::Json | ColumnType::Unknown => "VARIANT".into(),
+    }
+}
+
+/// The expression that reads element `i` of a staged JSON row as `sql_type`.
+pub fn stage_expr(i: usize, sql_type: &str) -> String {
+    let v = format!("f.value[{i}]");
+    let upper = sql_type.to_uppercase();
+    if upper.starts_with("VARIANT") || upper.starts_with("OBJECT") || upper.starts_with("ARRAY") {
+        // JSON documents travel as their text so SQL NULL and JSON null stay distinct.
+        format!("PARSE_JSON({v}::VARCHAR)")
+    } else if upper.starts_with("BINARY") {
+        format!("BASE64_DECODE_BINARY({v}::VARCHAR)")
+    } else {
+        format!("{v}::{sql_type}")
+    }
+}
+
+/// One column of a target table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetColumn {
+    /// Warehouse name (upper case).
+    pub name: String,
+    pub sql_type: String,
+}
+
+/// The data columns of a target table for the given source columns.
+pub fn target_columns(columns: &[Column]) -> Vec<TargetColumn> {
+    columns
+        .iter()
+        .map(|c| TargetColumn {
+            name: warehouse_name(&c.name),
+            sql_type: sql_type(&c.ty),
+        })
+        .collect()
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for a target table.
+pub fn create_target_sql(table: &str, columns: &[TargetColumn], key: &[String]) -> String {
+    let mut defs: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
+        .collect();
+    defs.extend(CDC_COLUMNS.iter().map(|(n, t)| format!("{} {t}", ident(n))));
+    if !key.is_empty() {
+        let k: Vec<String> = key.iter().map(|k| ident(k)).collect();
+        defs.push(format!("PRIMARY KEY ({})", k.join(", ")));
+    }
+    format!("CREATE TABLE IF NOT EXISTS {table} ({})", defs.join(", "))
+}
+
+/// `CREATE TEMPORARY TABLE` for the stage of a target table (session-scoped, unqualified).
+pub fn create_stage_sql(stage: &str, columns: &[TargetColumn]) -> String {
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.sql_type.as_str()))
+        .chain(CDC_COLUMNS.iter().copied())
+        .chain(STAGE_COLUMNS.iter().copied())
+        .map(|(n, t)| format!("{} {t}", ident(n)))
+        .collect();
+    format!("CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ({})", defs.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn identifiers_are_quoted_and_escaped() {
+        assert_eq!(ident("A\"B"), "\"A\"\"B\"");
+        assert_eq!(warehouse_name("transaction_id"), "TRANSACTION_ID");
+    }
+
+    #[test]
+    fn types_and_stage_expressions() {
+        assert_eq!(
+            sql_type(&ColumnType::Decimal {
+                precision: Some(12),
+                scale: 2
+            }),
+            "NUMBER(12,2)"
+        );
+        assert_eq!(
+            sql_type(&ColumnType::Decimal {
+                precision: Some(60),
+                scale: 2
+            }),
+            "NUMBER(38,2)"
+        );
+        assert_eq!(stage_expr(3, "VARIANT"), "PARSE_JSON(f.value[3]::VARCHAR)");
+        assert_eq!(stage_expr(0, "NUMBER(38,0)"), "f.value[0]::NUMBER(38,0)");
+    }
+
+    #[test]
+    fn target_ddl_has_cdc_columns_and_key() {
+        let cols = target_columns(&[Column {
+            name: Arc::from("id"),
+            ty: ColumnType::Integer,
+            optional: false,
+        }]);
+        let sql = create_target_sql("DB.S.T", &cols, &["ID".into()]);
+        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS DB.S.T (\"ID\" NUMBER(38,0), \"IS_DELETED\" BOOLEAN"));
+        assert!(sql.ends_with("PRIMARY KEY (\"ID\"))"));
+        let stage = create_stage_sql("\"FLOE_STAGE_T\"", &cols);
+        assert!(stage.contains("\"FLOE_UNCHANGED\" VARCHAR"));
+    }
+}

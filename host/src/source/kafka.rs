@@ -1,0 +1,138 @@
+//! The Kafka source: a consumer in a consumer group, with offsets committed only when floe says
+//! so (after a successful load), and consumer lag read from librdkafka's statistics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::config::KafkaConfig;
+
+/// Why the source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The consumer could not be created or subscribed.
+    #[error("Kafka consumer setup: {0}")]
+    Setup(KafkaError),
+}
+
+/// Receives librdkafka's statistics and keeps the summed consumer lag.
+pub struct LagContext {
+    lag: Arc<AtomicI64>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// Base librdkafka settings for every floe client, then the user's `kafka.properties`.
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The Kafka consumer and the offsets handled since the last commit.
+pub struct KafkaSource {
+    consumer: StreamConsumer<LagContext>,
+    /// Next offset to commit per (topic, partition).
+    pending: HashMap<(String, i32), i64>,
+    lag: Arc<AtomicI64>,
+}
+
+impl KafkaSource {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, SourceError> {
+        let lag = Arc::new(AtomicI64::new(-1));
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "2000");
+        for (k, v) in &cfg.properties {
+            c.set(k, v);
+        }
+        let consumer: StreamConsumer<LagContext> = c
+            .create_with_context(LagContext { lag: lag.clone() })
+            .map_err(SourceError::Setup)?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(SourceError::Setup)?;
+        Ok(KafkaSource {
+            consumer,
+            pending: HashMap::new(),
+            lag,
+        })
+    }
+
+    /// The next message.
+    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
+        self.consumer.recv().await
+    }
+
+    /// Records that the message at `offset` is fully handled (loaded, dead-lettered or skipped).
+    pub fn mark(&mut self, topic: &str, partition: i32, offset: i64) {
+        let next = self
+            .pending
+            .entry((topic.to_string(), partition))
+            .or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+
+    /// Whether anything was marked since the last commit.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Commits every marked offset synchronously. A failure is logged and kept for the next
+    /// commit: the data is already loaded, and a replay of it is harmless.
+    pub fn commit(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.pending {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                warn!(error = %e, topic, partition, "cannot build the offset commit");
+            }
+        }
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.pending.clear();
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "offset commit failed; the loaded records may be read again (harmless)");
+                false
+            }
+        }
+    }
+
+    /// Summed consumer lag (messages behind the committed offsets); -1 until known.
+    pub fn lag_handle(&self) -> Arc<AtomicI64> {
+        self.lag.clone()
+    }
+}

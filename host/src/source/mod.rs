@@ -1,0 +1,3 @@
+//! Sources: where change events are read from. Only Kafka today.
+
+pub mod kafka;
