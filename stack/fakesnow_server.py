@@ -5,8 +5,10 @@
    restart of the stand-in (the outage test stops and restarts it).
 2. Result format: fakesnow answers SELECT and DDL statements in Arrow (rowsetBase64). The real
    service answers this client in JSON (rowset of strings), which is all floe's Snowflake
-   client reads, so Arrow answers are reshaped into Snowflake's JSON rowset encoding. Nothing
-   else in the emulator's answers is changed.
+   client reads, so Arrow answers are reshaped into Snowflake's JSON rowset encoding.
+3. Errors: Snowflake's failure answers carry the failed query's id in `data.queryId`; fakesnow's
+   omit it, which clients read as a malformed answer instead of the SQL error it is. An id is
+   added. Nothing else in the emulator's answers is changed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import base64
 import datetime
 import json
+
+import uuid
 
 import pyarrow as pa
 import uvicorn
@@ -31,6 +35,8 @@ def _json_cell(value, logical: str) -> str | None:
     if logical == "BOOLEAN":
         return "1" if value else "0"
     if logical.startswith("TIMESTAMP"):
+        if value.get("epoch") is None:
+            return None
         text = f"{value['epoch']}.{value['fraction']:09d}"
         return f"{text} {value['timezone']}" if "timezone" in value else text
     if logical == "DATE":
@@ -62,6 +68,10 @@ async def query_request_json(request):
     response = await _original_query_request(request)
     body = json.loads(response.body)
     data = body.get("data") or {}
+    if body.get("success") is False and isinstance(data, dict) and "queryId" not in data:
+        data["queryId"] = str(uuid.uuid4())
+        body["data"] = data
+        return fs_server.JSONResponse(body, status_code=response.status_code)
     if data.get("queryResultFormat") == "arrow":
         data["rowset"] = _arrow_to_json_rowset(data.pop("rowsetBase64", ""))
         data["queryResultFormat"] = "json"

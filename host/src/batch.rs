@@ -189,6 +189,11 @@ impl Batcher {
         self.opened.map(|t| t + self.limits.max_wait)
     }
 
+    /// The current batch, to load; it stays here until [`Batcher::take`] after the load.
+    pub fn current(&self) -> &Batch {
+        &self.current
+    }
+
     /// Takes the current batch, leaving an empty one.
     pub fn take(&mut self) -> Batch {
         self.opened = None;

@@ -2,7 +2,8 @@
 //! validation; an unknown or invalid key is refused with its name. Secrets are never printed.
 //!
 //! Environment overrides, strongest first:
-//! - `FLOE__SECTION__KEY=value` for any key (e.g. `FLOE__BATCH__MAX_RECORDS=500`);
+//! - `FLOE__SECTION__KEY=value` for any key (e.g. `FLOE__BATCH__MAX_RECORDS=500`); an empty
+//!   value removes the key, so an optional setting falls back to unset;
 //! - the guide's Snowflake variables: `SNOWFLAKE_ACCOUNT`, `SNOWFLAKE_USER`, `SNOWFLAKE_PASSWORD`,
 //!   `SNOWFLAKE_DATABASE`, `SNOWFLAKE_SCHEMA`, `SNOWFLAKE_WAREHOUSE`, `SNOWFLAKE_ROLE`, plus
 //!   `SNOWFLAKE_PRIVATE_KEY_PATH`, `SNOWFLAKE_PRIVATE_KEY_PASSPHRASE` and `SNOWFLAKE_ENDPOINT`;
@@ -80,10 +81,13 @@ pub struct KafkaConfig {
     /// Dead-letter topic for messages that cannot be decoded.
     #[serde(default = "default_dlq")]
     pub dlq_topic: String,
-    /// Extra librdkafka properties (e.g. `security.protocol`, `sasl.mechanisms`).
-    /// `sasl.password` is better given as `KAFKA_SASL_PASSWORD` in the environment.
+    /// Extra librdkafka properties for every Kafka client (e.g. `security.protocol`,
+    /// `sasl.mechanisms`). `sasl.password` is better given as `KAFKA_SASL_PASSWORD`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the consumer only (e.g. `group.instance.id`).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
 }
 
 /// Batch limits: a batch is loaded when it holds `max_records` changes or is `max_wait_ms` old.
@@ -280,7 +284,11 @@ impl Config {
                 });
             }
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-            set_path(&mut doc, &refs, parse_scalar(v));
+            if v.is_empty() {
+                remove_path(&mut doc, &refs);
+            } else {
+                set_path(&mut doc, &refs, parse_scalar(v));
+            }
         }
         let cfg: Config = toml::Value::Table(doc)
             .try_into()
@@ -322,6 +330,18 @@ fn parse_scalar(v: &str) -> toml::Value {
     } else {
         toml::Value::String(v.to_string())
     }
+}
+
+fn remove_path(doc: &mut toml::Table, path: &[&str]) {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut table = doc;
+    for p in parents {
+        match table.get_mut(*p).and_then(toml::Value::as_table_mut) {
+            Some(t) => table = t,
+            None => return,
+        }
+    }
+    table.remove(*last);
 }
 
 fn set_path(doc: &mut toml::Table, path: &[&str], value: toml::Value) {
@@ -385,9 +405,11 @@ user = "floe"
                 ("BATCH_SIZE", "500"),
                 ("BATCH_TIMEOUT", "2.5"),
                 ("FLOE__SNOWFLAKE__DELETE_MODE", "hard"),
+                ("FLOE__SNOWFLAKE__ROLE", ""),
             ]),
         )
         .unwrap();
+        assert_eq!(cfg.snowflake.role, None);
         assert_eq!(cfg.batch.max_records, 500);
         assert_eq!(cfg.batch.max_wait_ms, 2500);
         assert_eq!(cfg.snowflake.delete_mode, DeleteMode::Hard);

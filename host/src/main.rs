@@ -1,6 +1,7 @@
 //! The `floe` command: run the pipeline, check a config, or generate test data.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ enum Command {
         /// The TOML config file.
         #[arg(short, long, env = "FLOE_CONFIG", default_value = "floe.toml")]
         config: PathBuf,
+        /// Exit (0) once no message arrived for this many seconds and all was loaded.
+        #[arg(long, value_name = "SECS")]
+        exit_when_idle: Option<u64>,
     },
     /// Validate a config file (with the environment applied) and print it, secrets masked.
     CheckConfig {
@@ -96,7 +100,10 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run { config } => run(config).await,
+            Command::Run {
+                config,
+                exit_when_idle,
+            } => run(config, exit_when_idle.map(Duration::from_secs)).await,
             Command::CheckConfig { config } => {
                 let cfg = Config::load(&config)?;
                 println!("{cfg:#?}");
@@ -126,7 +133,7 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn run(config: PathBuf) -> anyhow::Result<()> {
+async fn run(config: PathBuf, exit_when_idle: Option<Duration>) -> anyhow::Result<()> {
     let cfg = Config::load(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -134,7 +141,7 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
         info!(signal, "stopping: finishing the batch in flight");
         let _ = stop_tx.send(true);
     });
-    Pipeline::new(cfg)?.run(stop_rx).await
+    Pipeline::new(cfg)?.run(stop_rx, exit_when_idle).await
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -20,7 +20,9 @@ use crate::metrics::Stats;
 use crate::sink::snowflake::SnowflakeSink;
 use crate::source::kafka::KafkaSource;
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between two attempts: short enough that a recovered warehouse is used again
+/// within seconds, long enough not to hammer one that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// Whether the pipeline was asked to stop.
 pub type Shutdown = watch::Receiver<bool>;
@@ -41,6 +43,8 @@ enum Step {
     Done,
     /// Shutdown was requested while the step was still failing.
     Abandoned,
+    /// A failure that no retry can fix (bad configuration); floe stops with this error.
+    Fatal(String),
 }
 
 impl Pipeline {
@@ -65,7 +69,15 @@ impl Pipeline {
 
     /// Runs until `shutdown` turns true; then finishes (or safely abandons) the batch in flight,
     /// commits what was loaded and returns.
-    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    ///
+    /// With `exit_when_idle`, it also stops once no message arrived for that long and everything
+    /// read was loaded (the demo and the tests use this to run "until caught up").
+    pub async fn run(
+        mut self,
+        mut shutdown: Shutdown,
+        exit_when_idle: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let mut last_message = Instant::now();
         let reporter = self.spawn_stats_reporter(shutdown.clone());
         info!(
             topics = ?self.cfg.kafka.topics,
@@ -79,37 +91,53 @@ impl Pipeline {
                 break;
             }
             let deadline = self.batcher.deadline();
-            tokio::select! {
+            let idle_at = exit_when_idle.map(|d| last_message + d);
+            let step = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
+                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() => {
+                    info!("idle: everything read so far is loaded; exiting as asked");
+                    break;
+                }
                 _ = sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    if let Step::Abandoned = self.flush(&shutdown).await { break; }
+                    self.flush(&shutdown).await
                 }
                 msg = self.source.recv() => {
                     match msg {
                         Ok(m) => {
+                            last_message = Instant::now();
                             let m = m.detach();
-                            if let Step::Abandoned = self.handle(&m, &shutdown).await { break; }
+                            self.handle(&m, &shutdown).await
                         }
                         Err(e) => {
                             Stats::add(&self.stats.errors, 1);
                             warn!(error = %e, "Kafka error; retrying");
                             sleep(Duration::from_millis(500)).await;
+                            Step::Done
                         }
                     }
                 }
-            }
-            if self.batcher.is_full() {
-                if let Step::Abandoned = self.flush(&shutdown).await {
-                    break;
+            };
+            let step = match step {
+                Step::Done if self.batcher.is_full() => self.flush(&shutdown).await,
+                other => other,
+            };
+            match step {
+                Step::Done => {}
+                Step::Abandoned => break,
+                Step::Fatal(e) => {
+                    reporter.abort();
+                    anyhow::bail!("{e}; nothing from the unloaded batch was committed");
                 }
             }
         }
-        // Stopping: one last attempt at the batch in flight, bounded in time.
+        // Stopping: one last attempt at the batch in flight, bounded in time. Offsets are only
+        // committed if it loads; otherwise it is read again after the restart.
         if !self.batcher.is_empty() {
-            let batch = self.batcher.take();
-            match tokio::time::timeout(Duration::from_secs(10), self.sink.load(&batch)).await {
+            let batch = self.batcher.current();
+            match tokio::time::timeout(Duration::from_secs(10), self.sink.load(batch)).await {
                 Ok(Ok(report)) => {
+                    self.batcher.take();
                     Stats::add(&self.stats.loaded, report.rows as u64);
                     Stats::add(&self.stats.batches, 1);
                     self.source.commit();
@@ -121,6 +149,7 @@ impl Pipeline {
                 ),
             }
         } else if self.source.has_pending() {
+            // Only dead-lettered messages and tombstones are pending: they are fully handled.
             self.source.commit();
         }
         info!(stats = %self.stats.line(&self.source.lag_handle()), "floe stopped");
@@ -158,8 +187,9 @@ impl Pipeline {
                 Step::Done
             }
             Ok(Decoded::Change(change)) if change.op == Op::Truncate => {
-                if let Step::Abandoned = self.flush(shutdown).await {
-                    return Step::Abandoned;
+                match self.flush(shutdown).await {
+                    Step::Done => {}
+                    other => return other,
                 }
                 if self.cfg.snowflake.truncate == TruncateMode::Apply {
                     let (table, lsn) = (change.table.clone(), change.position.lsn);
@@ -207,22 +237,25 @@ impl Pipeline {
         if self.batcher.is_empty() {
             return Step::Done;
         }
-        let batch = self.batcher.take();
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.sink.load(&batch).await {
+            // The batch stays in the batcher until it is loaded, so that stopping mid-retry
+            // never commits the offsets of records that did not reach the warehouse.
+            let batch = self.batcher.current();
+            match self.sink.load(batch).await {
                 Ok(report) => {
+                    self.batcher.take();
                     Stats::add(&self.stats.loaded, report.rows as u64);
                     Stats::add(&self.stats.batches, 1);
                     self.source.commit();
                     return Step::Done;
                 }
+                Err(e) if e.is_permanent() => return Step::Fatal(e.to_string()),
                 Err(e) => {
                     Stats::add(&self.stats.errors, 1);
                     warn!(error = %e, retry_in = ?backoff, changes = batch.changes,
                         "load failed; nothing committed, retrying");
                     if wait_or_shutdown(backoff, shutdown).await {
-                        warn!(changes = batch.changes, "stopping with an unloaded batch; it will be read again");
                         return Step::Abandoned;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);

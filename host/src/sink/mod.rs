@@ -20,3 +20,10 @@ pub enum SinkError {
     #[error("cannot load table {table}: {reason}")]
     Table { table: String, reason: String },
 }
+
+impl SinkError {
+    /// Whether retrying cannot help (the configuration must change first).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SinkError::Config(_))
+    }
+}

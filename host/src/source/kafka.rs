@@ -73,7 +73,7 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "2000");
-        for (k, v) in &cfg.properties {
+        for (k, v) in cfg.properties.iter().chain(&cfg.consumer_properties) {
             c.set(k, v);
         }
         let consumer: StreamConsumer<LagContext> = c

@@ -75,6 +75,11 @@ impl SnowflakeClient {
         self.generation
     }
 
+    /// Opens a session if there is none, so that [`Self::generation`] names a live one.
+    pub async fn connect(&mut self) -> Result<(), SinkError> {
+        self.session().await.map(|_| ())
+    }
+
     async fn session(&mut self) -> Result<&Session, SinkError> {
         if self.session.is_none() {
             let s = self

@@ -70,6 +70,18 @@ impl SnowflakeSink {
     /// Loads every table of the batch. On error nothing is committed by the caller, and loading
     /// the same batch again is harmless.
     pub async fn load(&mut self, batch: &Batch) -> Result<LoadReport, SinkError> {
+        let result = self.load_tables(batch).await;
+        if result.is_err() {
+            // Whatever failed, the session (and its temporary stage tables) may be gone: make
+            // the next attempt check and recreate them.
+            for state in self.tables.values_mut() {
+                state.stage_generation = 0;
+            }
+        }
+        result
+    }
+
+    async fn load_tables(&mut self, batch: &Batch) -> Result<LoadReport, SinkError> {
         let mut report = LoadReport::default();
         for (table, tb) in &batch.tables {
             if tb.rows.is_empty() {
@@ -130,13 +142,12 @@ impl SnowflakeSink {
                 },
             );
         }
+        self.client.connect().await?;
         let generation = self.client.generation();
         let state = &self.tables[table];
-        if state.stage_generation == 0 || state.stage_generation != generation {
+        if state.stage_generation != generation {
             let sql = create_stage_sql(&state.plan.stage, &state.plan.columns);
             self.client.execute(&sql).await?;
-            // The statement may have opened a new session: record the one it ran in.
-            let generation = self.client.generation();
             if let Some(s) = self.tables.get_mut(table) {
                 s.stage_generation = generation;
             }

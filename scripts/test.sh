@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, build, start a fresh local stack, run every test
+# (Rust unit tests, then the end-to-end tests against the real components).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV=${FLOE_CACHE:-$ROOT/.cache}/venv
+
+bash scripts/stack.sh install
+echo "== lint (rustfmt, clippy)"
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+echo "== build"
+cargo build --release --locked
+echo "== unit tests"
+cargo test --release --locked
+echo "== fresh local stack"
+bash scripts/stack.sh reset
+bash scripts/stack.sh up
+echo "== end-to-end tests (logs of each floe run: .cache/test-logs/)"
+status=0
+"$VENV/bin/python" -m pytest tests/integration -v -p no:cacheprovider || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "end-to-end tests failed; stack logs are in ${FLOE_CACHE:-$ROOT/.cache}/stack/logs"
+fi
+bash scripts/stack.sh down
+exit "$status"

@@ -1,0 +1,213 @@
+"""Helpers for the end-to-end tests: the real local stack (scripts/stack.sh up), the floe
+binary, and the parity check between PostgreSQL and the Snowflake stand-in.
+
+Every test runs floe with its own consumer group, dead-letter topic and target table, reading the
+Debezium topic from the beginning, so the target must end up equal to the source table as it is
+now, whatever other tests did to the source before."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import snowflake.connector
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOE_BIN = Path(os.environ.get("FLOE_BIN", ROOT / "target" / "release" / "floe"))
+CONFIG = ROOT / "config" / "local.toml"
+STACK = ROOT / "scripts" / "stack.sh"
+LOGS = Path(os.environ.get("FLOE_CACHE", ROOT / ".cache")) / "test-logs"
+PG_DSN = "host=127.0.0.1 port=5433 user=postgres password=postgres dbname=postgres"
+FAKESNOW_PORT = int(os.environ.get("FLOE_FAKESNOW_PORT", "8086"))
+KAFKA = "127.0.0.1:9092"
+TOPIC = "cdc.public.transactions"
+
+COLUMNS = [
+    "transaction_id", "user_id", "amount", "currency", "status", "payment_method",
+    "description", "metadata", "created_at", "updated_at",
+]
+
+
+def pg_connect() -> psycopg.Connection:
+    return psycopg.connect(PG_DSN, autocommit=True)
+
+
+def warehouse_connect() -> snowflake.connector.SnowflakeConnection:
+    return snowflake.connector.connect(
+        user="floe", password="test", account="local", host="127.0.0.1", port=FAKESNOW_PORT,
+        protocol="http", database="CDC_WAREHOUSE", schema="PUBLIC",
+        session_parameters={"TIMEZONE": "UTC"}, paramstyle="qmark",
+        network_timeout=30, login_timeout=30,
+    )
+
+
+@dataclass
+class Run:
+    """Names that keep one test's floe apart from the others'."""
+
+    name: str
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def table(self) -> str:
+        return f"T_{self.name.upper()}_{self.suffix.upper()}"
+
+    @property
+    def dlq(self) -> str:
+        return f"floe.dlq.{self.name}.{self.suffix}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FLOE__KAFKA__GROUP_ID": f"floe-test-{self.name}-{self.suffix}",
+                "FLOE__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID": f"floe-test-{self.suffix}",
+                "FLOE__KAFKA__DLQ_TOPIC": self.dlq,
+                "FLOE__SNOWFLAKE__TABLE": self.table,
+                "FLOE__SNOWFLAKE__VIEWS_FILE": "",
+                "FLOE__BATCH__MAX_RECORDS": "500",
+                "FLOE__BATCH__MAX_WAIT_MS": "500",
+                "FLOE__STATS__INTERVAL_SECS": "2",
+            }
+        )
+        env.update(extra)
+        return env
+
+
+class Floe:
+    """One floe process, logging to .cache/test-logs/<name>.log."""
+
+    def __init__(self, run: Run, *args: str, **env: str):
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOGS / f"{run.name}-{run.suffix}.log"
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(FLOE_BIN), "run", "--config", str(CONFIG), *args],
+            cwd=ROOT, env=run.env(**env), stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def run_until_idle(run: Run, idle_secs: int = 6, timeout: float = 600, **env: str) -> Floe:
+    """Runs floe until it has loaded everything in the topic; fails on a non-zero exit."""
+    floe = Floe(run, "--exit-when-idle", str(idle_secs), **env)
+    code = floe.wait(timeout)
+    assert code == 0, f"floe exited with {code}; log: {floe.log_path}\n{floe.output()[-3000:]}"
+    return floe
+
+
+def generate(*args: str, seed: int = 1) -> str:
+    out = subprocess.run(
+        [str(FLOE_BIN), "generate", "--seed", str(seed), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def stack(*args: str) -> None:
+    subprocess.run(["bash", str(STACK), *args], check=True, timeout=300)
+
+
+# --- parity ------------------------------------------------------------------------------------
+
+def _norm(col: str, v):
+    if v is None:
+        return None
+    if col == "metadata":
+        return json.loads(v) if isinstance(v, str) else v
+    if col == "amount":
+        return Decimal(v)
+    if col in ("created_at", "updated_at"):
+        return v.timestamp()
+    return v
+
+
+def source_rows(pg: psycopg.Connection) -> dict[int, tuple]:
+    with pg.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM transactions")
+        return {r[0]: tuple(_norm(c, v) for c, v in zip(COLUMNS, r)) for r in cur.fetchall()}
+
+
+def target_rows(wh, table: str) -> tuple[dict[int, tuple], dict[int, bool], list[int]]:
+    """(live rows by key, IS_DELETED by key, keys that appear more than once)."""
+    cur = wh.cursor()
+    cols = ", ".join(c.upper() for c in COLUMNS)
+    cur.execute(f'SELECT {cols}, "IS_DELETED" FROM "{table}"')
+    live: dict[int, tuple] = {}
+    deleted: dict[int, bool] = {}
+    seen: dict[int, int] = {}
+    for r in cur.fetchall():
+        key = int(r[0])
+        seen[key] = seen.get(key, 0) + 1
+        deleted[key] = bool(r[-1])
+        if not r[-1]:
+            live[key] = tuple(_norm(c, v) for c, v in zip(COLUMNS, r[:-1]))
+    return live, deleted, [k for k, n in seen.items() if n > 1]
+
+
+def parity_problems(pg, wh, table: str, delete_mode: str = "soft", limit: int = 8) -> list[str]:
+    """Every way the target differs from the source; empty when they match row for row."""
+    src = source_rows(pg)
+    try:
+        live, deleted, dups = target_rows(wh, table)
+    except snowflake.connector.errors.ProgrammingError as e:
+        return [f"target not readable: {e}"]
+    problems = [f"key {k} appears more than once in the target" for k in dups[:limit]]
+    missing = sorted(set(src) - set(live))
+    extra = sorted(set(live) - set(src))
+    problems += [f"key {k} is in the source but not live in the target" for k in missing[:limit]]
+    problems += [f"key {k} is live in the target but not in the source" for k in extra[:limit]]
+    diff = 0
+    for k in sorted(set(src) & set(live)):
+        if src[k] != live[k]:
+            diff += 1
+            if diff <= limit:
+                cols = [c for c, a, b in zip(COLUMNS, src[k], live[k]) if a != b]
+                problems.append(
+                    f"key {k} differs in {cols}: source={[src[k][COLUMNS.index(c)] for c in cols]!r:.300} "
+                    f"target={[live[k][COLUMNS.index(c)] for c in cols]!r:.300}"
+                )
+    if delete_mode == "hard":
+        gone = [k for k, d in deleted.items() if d]
+        problems += [f"key {k} is marked deleted but hard deletes should remove it" for k in gone[:limit]]
+    if len(missing) > limit or len(extra) > limit or diff > limit:
+        problems.append(f"({len(missing)} missing, {len(extra)} extra, {diff} different in all)")
+    return problems
+
+
+def wait_for_parity(pg, wh, table: str, delete_mode: str = "soft", timeout: float = 120) -> list[str]:
+    deadline = time.time() + timeout
+    while True:
+        problems = parity_problems(pg, wh, table, delete_mode)
+        if not problems or time.time() > deadline:
+            return problems
+        time.sleep(2)
+
+
+def stats_line(output: str) -> str:
+    lines = [l for l in output.splitlines() if "floe stopped" in l or "floe::stats" in l]
+    return lines[-1] if lines else ""
