@@ -285,7 +285,10 @@ mod tests {
         ]);
         let rows = &b.tables.values().next().unwrap().rows;
         assert_eq!(rows[0].action, RowAction::DeleteWithImage);
-        assert_eq!(rows[0].image.as_ref().unwrap().get("status"), Some(&text("new")));
+        assert_eq!(
+            rows[0].image.as_ref().unwrap().get("status"),
+            Some(&text("new"))
+        );
         assert_eq!(rows[0].op, Op::Delete);
         assert_eq!(rows[1].action, RowAction::Delete);
         assert!(rows[1].image.is_none());
@@ -300,7 +303,10 @@ mod tests {
         ]);
         let rows = &b.tables.values().next().unwrap().rows;
         assert_eq!(rows[0].action, RowAction::Upsert);
-        assert_eq!(rows[0].image.as_ref().unwrap().get("status"), Some(&text("again")));
+        assert_eq!(
+            rows[0].image.as_ref().unwrap().get("status"),
+            Some(&text("again"))
+        );
     }
 
     #[test]

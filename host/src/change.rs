@@ -60,7 +60,10 @@ pub enum ColumnType {
     Float,
     Boolean,
     /// Fixed-point number; precision is `None` when the source declares none.
-    Decimal { precision: Option<u32>, scale: u32 },
+    Decimal {
+        precision: Option<u32>,
+        scale: u32,
+    },
     Text,
     Binary,
     Date,

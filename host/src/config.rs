@@ -219,7 +219,10 @@ const NAMED_OVERRIDES: &[(&str, &[&str])] = &[
     ("SNOWFLAKE_ACCOUNT", &["snowflake", "account"]),
     ("SNOWFLAKE_USER", &["snowflake", "user"]),
     ("SNOWFLAKE_PASSWORD", &["snowflake", "password"]),
-    ("SNOWFLAKE_PRIVATE_KEY_PATH", &["snowflake", "private_key_path"]),
+    (
+        "SNOWFLAKE_PRIVATE_KEY_PATH",
+        &["snowflake", "private_key_path"],
+    ),
     (
         "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE",
         &["snowflake", "private_key_passphrase"],
@@ -230,7 +233,10 @@ const NAMED_OVERRIDES: &[(&str, &[&str])] = &[
     ("SNOWFLAKE_ROLE", &["snowflake", "role"]),
     ("SNOWFLAKE_ENDPOINT", &["snowflake", "endpoint"]),
     ("BATCH_SIZE", &["batch", "max_records"]),
-    ("KAFKA_SASL_PASSWORD", &["kafka", "properties", "sasl.password"]),
+    (
+        "KAFKA_SASL_PASSWORD",
+        &["kafka", "properties", "sasl.password"],
+    ),
 ];
 
 impl Config {
@@ -425,7 +431,10 @@ user = "floe"
         assert!(err.to_string().contains("max_recods"), "{err}");
         let err = Config::from_toml(
             MINIMAL,
-            env(&[("SNOWFLAKE_PASSWORD", "pw"), ("FLOE__SNOWFLAKE__DELETE_MODE", "maybe")]),
+            env(&[
+                ("SNOWFLAKE_PASSWORD", "pw"),
+                ("FLOE__SNOWFLAKE__DELETE_MODE", "maybe"),
+            ]),
         )
         .unwrap_err();
         assert!(err.to_string().contains("maybe"), "{err}");

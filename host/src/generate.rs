@@ -19,11 +19,21 @@ const METHODS: &[&str] = &["card", "bank_transfer", "paypal", "cash", "crypto"];
 /// What to generate.
 #[derive(Debug, Clone, Copy)]
 pub enum Workload {
-    Insert { count: u64 },
-    Update { count: u64 },
-    Delete { count: u64 },
+    Insert {
+        count: u64,
+    },
+    Update {
+        count: u64,
+    },
+    Delete {
+        count: u64,
+    },
     /// A mix of all operations, including bursts that touch one row several times in a row.
-    Load { ops: u64, rate: Option<f64>, seconds: Option<u64> },
+    Load {
+        ops: u64,
+        rate: Option<f64>,
+        seconds: Option<u64>,
+    },
 }
 
 /// Counts of what was done.
@@ -48,6 +58,7 @@ pub async fn run(database_url: &str, workload: Workload, seed: u64) -> anyhow::R
         client,
         rng: StdRng::seed_from_u64(seed),
         done: Generated::default(),
+        live: Vec::new(),
     };
     match workload {
         Workload::Insert { count } => {
@@ -67,7 +78,12 @@ pub async fn run(database_url: &str, workload: Workload, seed: u64) -> anyhow::R
         }
         Workload::Load { ops, rate, seconds } => g.load(ops, rate, seconds).await?,
     }
-    info!(inserts = g.done.inserts, updates = g.done.updates, deletes = g.done.deletes, "generated");
+    info!(
+        inserts = g.done.inserts,
+        updates = g.done.updates,
+        deletes = g.done.deletes,
+        "generated"
+    );
     Ok(g.done)
 }
 
@@ -75,6 +91,8 @@ struct Generator {
     client: Client,
     rng: StdRng,
     done: Generated,
+    /// Ids of existing rows, kept by the continuous load so it picks rows without a query.
+    live: Vec<i64>,
 }
 
 impl Generator {
@@ -104,7 +122,7 @@ impl Generator {
         if self.rng.gen_ratio(1, 20) {
             return None;
         }
-        let cents: i64 = self.rng.gen_range(1..1_000_000_00);
+        let cents: i64 = self.rng.gen_range(1..100_000_000);
         Some(format!("{}.{:02}", cents / 100, cents % 100))
     }
 
@@ -197,11 +215,33 @@ impl Generator {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn random_id(&mut self) -> anyhow::Result<Option<i64>> {
-        Ok(self.random_ids(1).await?.into_iter().next())
+    /// A random live row, removed from the list when `take` (it is about to be deleted).
+    fn random_live(&mut self, take: bool) -> Option<i64> {
+        if self.live.is_empty() {
+            return None;
+        }
+        let i = self.rng.gen_range(0..self.live.len());
+        Some(if take {
+            self.live.swap_remove(i)
+        } else {
+            self.live[i]
+        })
     }
 
-    async fn load(&mut self, ops: u64, rate: Option<f64>, seconds: Option<u64>) -> anyhow::Result<()> {
+    async fn load(
+        &mut self,
+        ops: u64,
+        rate: Option<f64>,
+        seconds: Option<u64>,
+    ) -> anyhow::Result<()> {
+        self.live = self
+            .client
+            .query("SELECT transaction_id FROM transactions", &[])
+            .await
+            .context("listing rows")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         let start = Instant::now();
         let stop_at = seconds.map(|s| start + Duration::from_secs(s));
         let mut done_ops = 0u64;
@@ -209,17 +249,18 @@ impl Generator {
             let r = self.rng.gen_range(0..100);
             match r {
                 0..=49 => {
-                    self.insert().await?;
+                    let id = self.insert().await?;
+                    self.live.push(id);
                     done_ops += 1;
                 }
                 50..=79 => {
-                    if let Some(id) = self.random_id().await? {
+                    if let Some(id) = self.random_live(false) {
                         self.update(id).await?;
                     }
                     done_ops += 1;
                 }
                 80..=89 => {
-                    if let Some(id) = self.random_id().await? {
+                    if let Some(id) = self.random_live(true) {
                         self.delete(id).await?;
                     }
                     done_ops += 1;
@@ -230,6 +271,7 @@ impl Generator {
                     for _ in 0..3 {
                         self.update(id).await?;
                     }
+                    self.live.push(id);
                     done_ops += 4;
                 }
                 _ => {

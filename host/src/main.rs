@@ -14,7 +14,11 @@ use floe::generate::{self, Workload};
 use floe::pipeline::Pipeline;
 
 #[derive(Parser)]
-#[command(name = "floe", version, about = "Streams Debezium change events from Kafka into Snowflake")]
+#[command(
+    name = "floe",
+    version,
+    about = "Streams Debezium change events from Kafka into Snowflake"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -40,7 +40,11 @@ impl Stats {
             g(&self.batches),
             g(&self.dead_lettered),
             g(&self.errors),
-            if lag < 0 { "?".to_string() } else { lag.to_string() },
+            if lag < 0 {
+                "?".to_string()
+            } else {
+                lag.to_string()
+            },
         )
     }
 }

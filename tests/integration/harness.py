@@ -169,12 +169,17 @@ def target_rows(wh, table: str) -> tuple[dict[int, tuple], dict[int, bool], list
     return live, deleted, [k for k, n in seen.items() if n > 1]
 
 
-def parity_problems(pg, wh, table: str, delete_mode: str = "soft", limit: int = 8) -> list[str]:
-    """Every way the target differs from the source; empty when they match row for row."""
+def parity_problems(pg, table: str, delete_mode: str = "soft", limit: int = 8) -> list[str]:
+    """Every way the target differs from the source; empty when they match row for row.
+    Opens its own warehouse session: the stand-in may have restarted since the test began."""
     src = source_rows(pg)
     try:
-        live, deleted, dups = target_rows(wh, table)
-    except snowflake.connector.errors.ProgrammingError as e:
+        wh = warehouse_connect()
+        try:
+            live, deleted, dups = target_rows(wh, table)
+        finally:
+            wh.close()
+    except snowflake.connector.errors.Error as e:
         return [f"target not readable: {e}"]
     problems = [f"key {k} appears more than once in the target" for k in dups[:limit]]
     missing = sorted(set(src) - set(live))
@@ -199,10 +204,10 @@ def parity_problems(pg, wh, table: str, delete_mode: str = "soft", limit: int = 
     return problems
 
 
-def wait_for_parity(pg, wh, table: str, delete_mode: str = "soft", timeout: float = 120) -> list[str]:
+def wait_for_parity(pg, table: str, delete_mode: str = "soft", timeout: float = 120) -> list[str]:
     deadline = time.time() + timeout
     while True:
-        problems = parity_problems(pg, wh, table, delete_mode)
+        problems = parity_problems(pg, table, delete_mode)
         if not problems or time.time() > deadline:
             return problems
         time.sleep(2)

@@ -31,7 +31,7 @@ def test_kill_9_and_restart_keeps_parity(pg, wh):
     load.join()
     run_until_idle(run)
     assert kills >= 3
-    problems = parity_problems(pg, wh, run.table, "soft")
+    problems = parity_problems(pg, run.table, "soft")
     assert not problems, "\n".join(problems)
 
 
@@ -47,7 +47,7 @@ def test_warehouse_outage_loses_nothing(pg, wh):
         stack("start", "fakesnow")
     load.join()
     # The same floe process catches up by itself once the warehouse is back.
-    problems = wait_for_parity(pg, wh, run.table, "soft", timeout=180)
+    problems = wait_for_parity(pg, run.table, "soft", timeout=180)
     assert floe.stop() == 0
     assert not problems, "\n".join(problems)
     assert "load failed; nothing committed, retrying" in floe.output(), "the outage was not noticed"
@@ -73,7 +73,7 @@ def test_poison_messages_go_to_the_dead_letter_topic(pg, wh):
     with pg.cursor() as cur:
         cur.execute("INSERT INTO transactions (user_id, status) VALUES (78, 'completed')")
     floe = run_until_idle(run)
-    problems = parity_problems(pg, wh, run.table, "soft")
+    problems = parity_problems(pg, run.table, "soft")
     assert not problems, "\n".join(problems)
     line = stats_line(floe.output())
     assert int(line.split("dlq=")[1].split()[0]) >= len(POISON), line

@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use std::fmt;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::schema::{normalise, ImageSchema};
 use super::DecodeError;
+use crate::change::Cell;
 use crate::change::{Change, KafkaPosition, Op, Row, SourcePosition, TableId};
 
 /// The envelope's payload with row images still as JSON objects.
@@ -36,6 +40,136 @@ pub struct Source {
     pub table: Option<String>,
 }
 
+/// A row image decoded straight into cells in schema order (no intermediate map).
+#[derive(Debug)]
+pub struct TypedImage(pub Vec<Cell>);
+
+/// The envelope's payload with row images decoded against a known schema.
+#[derive(Debug)]
+pub struct TypedPayload {
+    pub before: Option<TypedImage>,
+    pub after: Option<TypedImage>,
+    pub source: Option<Source>,
+    pub op: Option<String>,
+}
+
+/// Deserializes a payload against `image`, the row schema of its table.
+pub struct PayloadSeed<'a>(pub &'a ImageSchema);
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+    type Value = TypedPayload;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<TypedPayload, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadSeed<'_> {
+    type Value = TypedPayload;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Debezium change payload")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedPayload, A::Error> {
+        let mut p = TypedPayload {
+            before: None,
+            after: None,
+            source: None,
+            op: None,
+        };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "before" => p.before = map.next_value_seed(OptionalImage(self.0))?,
+                "after" => p.after = map.next_value_seed(OptionalImage(self.0))?,
+                "source" => p.source = map.next_value()?,
+                "op" => p.op = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+struct OptionalImage<'a>(&'a ImageSchema);
+
+impl<'de> DeserializeSeed<'de> for OptionalImage<'_> {
+    type Value = Option<TypedImage>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalImage<'_> {
+    type Value = Option<TypedImage>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row image or null")
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(ImageVisitor(self.0)).map(Some)
+    }
+}
+
+struct ImageVisitor<'a>(&'a ImageSchema);
+
+impl<'de> Visitor<'de> for ImageVisitor<'_> {
+    type Value = TypedImage;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row image object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedImage, A::Error> {
+        let schema = self.0;
+        let mut cells = vec![Cell::Value(Value::Null); schema.columns.len()];
+        let mut next = 0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            // Fields almost always come in schema order: try the next column first.
+            let idx = if schema.columns.get(next).is_some_and(|c| *c.name == *key) {
+                Some(next)
+            } else {
+                schema.columns.iter().position(|c| *c.name == *key)
+            };
+            match idx {
+                Some(i) => {
+                    let v: Value = map.next_value()?;
+                    cells[i] = normalise(&schema.columns[i], schema.formats[i], v)
+                        .map_err(serde::de::Error::custom)?;
+                    next = i + 1;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(TypedImage(cells))
+    }
+}
+
+/// Builds a change from a payload decoded against its schema.
+pub fn build_typed_change(
+    payload: TypedPayload,
+    image: &ImageSchema,
+    key: Vec<(Arc<str>, Value)>,
+    kafka: KafkaPosition,
+) -> Result<Change, DecodeError> {
+    let row = |t: TypedImage| Row {
+        columns: image.columns.clone(),
+        cells: t.0,
+    };
+    finish(
+        payload.op,
+        payload.source,
+        payload.before.map(row),
+        payload.after.map(row),
+        key,
+        kafka,
+    )
+}
+
 /// Builds a change from a parsed payload. `image` is the typed row schema when the event
 /// carried one; without it the columns are taken from the images themselves.
 pub fn build_change(
@@ -44,23 +178,31 @@ pub fn build_change(
     key: Vec<(Arc<str>, Value)>,
     kafka: KafkaPosition,
 ) -> Result<Change, DecodeError> {
-    let code = payload
-        .op
+    let before = payload.before.map(|m| row_from(m, image)).transpose()?;
+    let after = payload.after.map(|m| row_from(m, image)).transpose()?;
+    finish(payload.op, payload.source, before, after, key, kafka)
+}
+
+fn finish(
+    op: Option<String>,
+    source: Option<Source>,
+    before: Option<Row>,
+    after: Option<Row>,
+    key: Vec<(Arc<str>, Value)>,
+    kafka: KafkaPosition,
+) -> Result<Change, DecodeError> {
+    let code = op
         .as_deref()
         .ok_or_else(|| DecodeError::NotEnvelope("no `op` field".into()))?;
     let op = Op::from_code(code)
         .ok_or_else(|| DecodeError::NotEnvelope(format!("unknown op `{code}`")))?;
-    let source = payload
-        .source
-        .ok_or_else(|| DecodeError::NotEnvelope("no `source` block".into()))?;
+    let source = source.ok_or_else(|| DecodeError::NotEnvelope("no `source` block".into()))?;
     let table = TableId {
         schema: source.schema.unwrap_or_default(),
         table: source
             .table
             .ok_or_else(|| DecodeError::NotEnvelope("`source` has no `table`".into()))?,
     };
-    let before = payload.before.map(|m| row_from(m, image)).transpose()?;
-    let after = payload.after.map(|m| row_from(m, image)).transpose()?;
     match op {
         Op::Create | Op::Read | Op::Update if after.is_none() => {
             return Err(DecodeError::NotEnvelope(format!(
@@ -113,8 +255,7 @@ pub fn parse_key(bytes: Option<&[u8]>) -> Result<Vec<(Arc<str>, Value)>, DecodeE
     let Some(bytes) = bytes else {
         return Ok(Vec::new());
     };
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::BadKey(e.to_string()))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::BadKey(e.to_string()))?;
     let obj = match v {
         Value::Object(mut m) if m.contains_key("payload") && m.contains_key("schema") => {
             match m.remove("payload") {

@@ -4,11 +4,12 @@
 //! keeps the exact bytes of the schemas it has seen; a message whose schema bytes match one of
 //! them skips straight to its payload, so the schema is parsed once, not once per message.
 
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::envelope::{build_change, parse_key, Payload};
+use serde::de::DeserializeSeed;
+
+use super::envelope::{build_change, build_typed_change, parse_key, Payload, PayloadSeed};
 use super::schema::{ConnectSchema, ImageSchema};
 use super::{DecodeError, Decoded};
 use crate::change::KafkaPosition;
@@ -27,6 +28,8 @@ struct CachedSchema {
 #[derive(Default)]
 pub struct JsonDecoder {
     schemas: Vec<CachedSchema>,
+    /// Key schemas seen before, byte for byte.
+    key_schemas: Vec<Box<[u8]>>,
 }
 
 #[derive(Deserialize)]
@@ -58,7 +61,7 @@ impl JsonDecoder {
         let Some(value) = value else {
             return Ok(Decoded::Tombstone);
         };
-        let key = parse_key(key)?;
+        let key = self.key(key)?;
 
         // Fast path: a schema seen before, byte for byte.
         if let Some(rest) = value.strip_prefix(SCHEMA_PREFIX) {
@@ -70,12 +73,22 @@ impl JsonDecoder {
                     continue;
                 };
                 let payload = trim_closing_brace(payload)?;
-                let payload: Payload = serde_json::from_slice(payload)
-                    .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
-                let image = self.schemas[i].image.as_ref();
-                return Ok(Decoded::Change(Box::new(build_change(
-                    payload, image, key, kafka,
-                )?)));
+                let change = match self.schemas[i].image.as_ref() {
+                    Some(image) => {
+                        let mut de = serde_json::Deserializer::from_slice(payload);
+                        let typed = PayloadSeed(image)
+                            .deserialize(&mut de)
+                            .and_then(|p| de.end().map(|_| p))
+                            .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                        build_typed_change(typed, image, key, kafka)?
+                    }
+                    None => {
+                        let payload: Payload = serde_json::from_slice(payload)
+                            .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                        build_change(payload, None, key, kafka)?
+                    }
+                };
+                return Ok(Decoded::Change(Box::new(change)));
             }
         }
 
@@ -108,6 +121,37 @@ impl JsonDecoder {
                 )?)))
             }
         }
+    }
+}
+
+impl JsonDecoder {
+    /// Parses the message key, skipping a key schema seen before without parsing it.
+    fn key(
+        &mut self,
+        key: Option<&[u8]>,
+    ) -> Result<Vec<(std::sync::Arc<str>, serde_json::Value)>, DecodeError> {
+        let Some(bytes) = key else {
+            return Ok(Vec::new());
+        };
+        if let Some(rest) = bytes.strip_prefix(SCHEMA_PREFIX) {
+            for raw in &self.key_schemas {
+                if let Some(payload) = rest
+                    .strip_prefix(&**raw)
+                    .and_then(|a| a.strip_prefix(PAYLOAD_INFIX))
+                {
+                    return parse_key(Some(trim_closing_brace(payload)?));
+                }
+            }
+            let wrapped: Wrapped =
+                serde_json::from_slice(bytes).map_err(|e| DecodeError::BadKey(e.to_string()))?;
+            if let Some(schema) = wrapped.schema {
+                if self.key_schemas.len() >= MAX_CACHED_SCHEMAS {
+                    self.key_schemas.remove(0);
+                }
+                self.key_schemas.push(schema.get().as_bytes().into());
+            }
+        }
+        parse_key(Some(bytes))
     }
 }
 
@@ -175,7 +219,10 @@ mod tests {
             assert_eq!(c.position.lsn, 42);
             assert_eq!(c.table.table, "transactions");
             let after = c.after.unwrap();
-            assert_eq!(after.get("amount"), Some(&Cell::Value(Value::from("12.50"))));
+            assert_eq!(
+                after.get("amount"),
+                Some(&Cell::Value(Value::from("12.50")))
+            );
             assert_eq!(after.get("description"), Some(&Cell::Unchanged));
             assert_eq!(after.columns[3].ty, ColumnType::TimestampTz);
             assert_eq!(c.key[0].1, Value::from(7));
@@ -188,8 +235,12 @@ mod tests {
         let mut dec = JsonDecoder::new();
         let v = br#"{"before":{"transaction_id":7},"after":null,"source":{"lsn":9,"schema":"public","table":"transactions"},"op":"d"}"#;
         let c = change(
-            dec.decode(Some(br#"{"transaction_id":7}"#), Some(v), KafkaPosition::default())
-                .unwrap(),
+            dec.decode(
+                Some(br#"{"transaction_id":7}"#),
+                Some(v),
+                KafkaPosition::default(),
+            )
+            .unwrap(),
         );
         assert_eq!(c.op, Op::Delete);
         assert_eq!(c.before.unwrap().columns[0].ty, ColumnType::Unknown);
@@ -202,7 +253,12 @@ mod tests {
             dec.decode(Some(KEY), None, KafkaPosition::default()),
             Ok(Decoded::Tombstone)
         ));
-        for bad in [&b"not json"[..], b"{\"schema\":", b"[1,2]", b"{\"op\":\"x\"}"] {
+        for bad in [
+            &b"not json"[..],
+            b"{\"schema\":",
+            b"[1,2]",
+            b"{\"op\":\"x\"}",
+        ] {
             assert!(dec
                 .decode(Some(KEY), Some(bad), KafkaPosition::default())
                 .is_err());

@@ -130,18 +130,24 @@ fn column_type(node: &ConnectSchema) -> Result<(ColumnType, WireFormat), DecodeE
             (T::Time, W::TimeOfDay { per_sec: 1_000 })
         }
         ("int64", "io.debezium.time.MicroTime") => (T::Time, W::TimeOfDay { per_sec: 1_000_000 }),
-        ("int64", "io.debezium.time.NanoTime") => {
-            (T::Time, W::TimeOfDay { per_sec: 1_000_000_000 })
-        }
+        ("int64", "io.debezium.time.NanoTime") => (
+            T::Time,
+            W::TimeOfDay {
+                per_sec: 1_000_000_000,
+            },
+        ),
         ("int64", "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp") => {
             (T::Timestamp, W::Timestamp { per_sec: 1_000 })
         }
         ("int64", "io.debezium.time.MicroTimestamp") => {
             (T::Timestamp, W::Timestamp { per_sec: 1_000_000 })
         }
-        ("int64", "io.debezium.time.NanoTimestamp") => {
-            (T::Timestamp, W::Timestamp { per_sec: 1_000_000_000 })
-        }
+        ("int64", "io.debezium.time.NanoTimestamp") => (
+            T::Timestamp,
+            W::Timestamp {
+                per_sec: 1_000_000_000,
+            },
+        ),
         ("string", "io.debezium.time.ZonedTimestamp") => (T::TimestampTz, W::Plain),
         ("string", "io.debezium.data.Json") => (T::Json, W::Plain),
         ("int8" | "int16" | "int32" | "int64", _) => (T::Integer, W::Plain),

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use snowflake_connector_rs::{
-    AuthConfig, CellValue, Client, ClientConfig, EndpointConfig, ErrorKind, KeyPairConfig, QueryConfig,
-    Session, SessionConfig, Statement,
+    AuthConfig, CellValue, Client, ClientConfig, EndpointConfig, ErrorKind, KeyPairConfig,
+    QueryConfig, Session, SessionConfig, Statement,
 };
 
 use crate::config::SnowflakeConfig;
@@ -28,7 +28,9 @@ impl SnowflakeClient {
                     SinkError::Config(format!("cannot read private key {}: {e}", path.display()))
                 })?;
                 let kp = match &cfg.private_key_passphrase {
-                    Some(p) => KeyPairConfig::from_encrypted_pem(pem, p.expose().as_bytes().to_vec()),
+                    Some(p) => {
+                        KeyPairConfig::from_encrypted_pem(pem, p.expose().as_bytes().to_vec())
+                    }
                     None => KeyPairConfig::from_pem(pem),
                 };
                 AuthConfig::key_pair(kp)
@@ -95,7 +97,11 @@ impl SnowflakeClient {
 
     /// Runs a statement without binds.
     pub async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
-        let result = self.session().await?.query(Statement::new(sql.to_string())).await;
+        let result = self
+            .session()
+            .await?
+            .query(Statement::new(sql.to_string()))
+            .await;
         self.settle(sql, result.map(|_| ()))
     }
 
@@ -124,12 +130,7 @@ impl SnowflakeClient {
             let mut rows = Vec::new();
             for row in table.dynamic_rows().map_err(|e| map_error(sql, e))? {
                 let row = row.map_err(|e| map_error(sql, e))?;
-                rows.push(
-                    row.values()
-                        .iter()
-                        .map(cell_text)
-                        .collect(),
-                );
+                rows.push(row.values().iter().map(cell_text).collect());
             }
             Ok(rows)
         }

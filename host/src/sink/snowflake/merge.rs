@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::schema::{ident, stage_expr, TargetColumn, CDC_COLUMNS};
 use crate::batch::{FoldedRow, RowAction};
-use crate::change::Cell;
+use crate::change::{Cell, Column};
 use crate::config::DeleteMode;
 
 /// Largest bound payload per stage insert; Snowflake accepts 16 MB per bind value.
@@ -29,6 +29,8 @@ pub struct MergePlan {
     pub stage: String,
     /// Source column names, in the order of `columns`.
     pub source_names: Vec<Arc<str>>,
+    /// The source columns the plan was made for; row images sharing them are read by position.
+    pub image_columns: Arc<[Column]>,
     /// Data columns of the target, in payload order.
     pub columns: Vec<TargetColumn>,
     /// Indexes into `columns` of the key columns.
@@ -166,31 +168,34 @@ impl MergePlan {
         let loaded_at = Value::from(loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
         let mut payloads = Vec::new();
         let mut unchanged_columns = BTreeSet::new();
-        let mut cur = String::from("[");
+        let mut cur: Vec<u8> = Vec::with_capacity(rows.len() * 512 + 2);
+        cur.push(b'[');
         let mut cur_rows = 0;
-        let mut row_buf = String::new();
+        let mut row_buf = Vec::with_capacity(1024);
+        let mut unchanged = Vec::new();
         for row in rows {
             row_buf.clear();
-            let unchanged = self.write_row(&mut row_buf, row, &loaded_at);
-            unchanged_columns.extend(unchanged);
+            unchanged.clear();
+            self.write_row(&mut row_buf, &mut unchanged, row, &loaded_at);
+            unchanged_columns.extend(unchanged.iter().copied());
             if cur_rows > 0 && cur.len() + row_buf.len() + 2 > max_bytes {
-                cur.push(']');
+                cur.push(b']');
                 payloads.push(Payload {
-                    json: std::mem::replace(&mut cur, String::from("[")),
+                    json: into_string(std::mem::replace(&mut cur, vec![b'['])),
                     rows: cur_rows,
                 });
                 cur_rows = 0;
             }
             if cur_rows > 0 {
-                cur.push(',');
+                cur.push(b',');
             }
-            cur.push_str(&row_buf);
+            cur.extend_from_slice(&row_buf);
             cur_rows += 1;
         }
         if cur_rows > 0 {
-            cur.push(']');
+            cur.push(b']');
             payloads.push(Payload {
-                json: cur,
+                json: into_string(cur),
                 rows: cur_rows,
             });
         }
@@ -200,29 +205,44 @@ impl MergePlan {
         }
     }
 
-    /// Writes one row array; returns the indexes of unchanged-TOAST data columns.
-    fn write_row(&self, out: &mut String, row: &FoldedRow, loaded_at: &Value) -> Vec<usize> {
-        let mut unchanged = Vec::new();
-        out.push('[');
+    /// Writes one row array, noting the indexes of unchanged-TOAST data columns.
+    fn write_row(
+        &self,
+        out: &mut Vec<u8>,
+        unchanged: &mut Vec<usize>,
+        row: &FoldedRow,
+        loaded_at: &Value,
+    ) {
+        out.push(b'[');
+        // Images with the plan's own columns are read by position, others by name.
+        let positional = row
+            .image
+            .as_ref()
+            .filter(|img| Arc::ptr_eq(&img.columns, &self.image_columns))
+            .map(|img| &img.cells[..]);
         for (i, name) in self.source_names.iter().enumerate() {
-            let cell = match &row.image {
-                Some(img) => img.get(name).cloned(),
-                None => row
-                    .key
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| Cell::Value(v.clone())),
+            let cell = match (positional, &row.image) {
+                (Some(cells), _) => cells.get(i),
+                (None, Some(img)) => img.get(name),
+                (None, None) => {
+                    // Key-only delete: only the key columns have values.
+                    match row.key.iter().find(|(k, _)| k == name) {
+                        Some((_, v)) => push_json(out, v),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                    out.push(b',');
+                    continue;
+                }
             };
-            let value = match cell {
-                Some(Cell::Value(v)) => v,
+            match cell {
+                Some(Cell::Value(v)) => push_json(out, v),
                 Some(Cell::Unchanged) => {
                     unchanged.push(i);
-                    Value::Null
+                    out.extend_from_slice(b"null");
                 }
-                None => Value::Null,
-            };
-            push_json(out, &value);
-            out.push(',');
+                None => out.extend_from_slice(b"null"),
+            }
+            out.push(b',');
         }
         let (action, deleted) = match row.action {
             RowAction::Upsert => ("upsert", false),
@@ -236,7 +256,7 @@ impl MergePlan {
             Value::Null
         } else {
             let mut s = String::from(",");
-            for i in &unchanged {
+            for i in unchanged.iter() {
                 let _ = write!(s, "{i},");
             }
             Value::from(s)
@@ -255,18 +275,22 @@ impl MergePlan {
         ];
         for (j, v) in tail.iter().enumerate() {
             if j > 0 {
-                out.push(',');
+                out.push(b',');
             }
             push_json(out, v);
         }
-        out.push(']');
-        unchanged
+        out.push(b']');
     }
 }
 
-fn push_json(out: &mut String, v: &Value) {
-    // Writing a serde_json::Value into a String cannot fail.
-    out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+fn push_json(out: &mut Vec<u8>, v: &Value) {
+    // Writing a serde_json::Value into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+fn into_string(bytes: Vec<u8>) -> String {
+    // serde_json writes UTF-8 only.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -279,6 +303,7 @@ mod tests {
             target: "\"DB\".\"S\".\"T\"".into(),
             stage: "\"FLOE_STAGE_T\"".into(),
             source_names: vec!["id".into(), "note".into()],
+            image_columns: test_columns(),
             columns: vec![
                 TargetColumn {
                     name: "ID".into(),
@@ -294,8 +319,8 @@ mod tests {
         }
     }
 
-    fn folded(id: i64, note: Cell, action: RowAction) -> FoldedRow {
-        let cols: Arc<[Column]> = vec![
+    fn test_columns() -> Arc<[Column]> {
+        vec![
             Column {
                 name: "id".into(),
                 ty: ColumnType::Integer,
@@ -307,7 +332,11 @@ mod tests {
                 optional: true,
             },
         ]
-        .into();
+        .into()
+    }
+
+    fn folded(id: i64, note: Cell, action: RowAction) -> FoldedRow {
+        let cols = test_columns();
         FoldedRow {
             action,
             image: (action != RowAction::Delete).then(|| Row {
@@ -381,6 +410,9 @@ mod tests {
         assert!(!soft.contains("THEN DELETE"));
         let hard = plan(DeleteMode::Hard).merge_sql();
         assert!(hard.contains("THEN DELETE"));
-        assert!(!hard.contains("\"ID\" = s.\"ID\","), "keys are not updated: {hard}");
+        assert!(
+            !hard.contains("\"ID\" = s.\"ID\","),
+            "keys are not updated: {hard}"
+        );
     }
 }

@@ -212,6 +212,7 @@ impl SnowflakeSink {
             )),
             target,
             source_names: columns.iter().map(|c| c.name.clone()).collect(),
+            image_columns: columns.clone(),
             columns: target_cols,
             key,
             delete_mode: self.cfg.delete_mode,
@@ -243,7 +244,11 @@ impl SnowflakeSink {
             else {
                 continue;
             };
-            let sql_type = match (ty.as_str(), r.get(2).cloned().flatten(), r.get(3).cloned().flatten()) {
+            let sql_type = match (
+                ty.as_str(),
+                r.get(2).cloned().flatten(),
+                r.get(3).cloned().flatten(),
+            ) {
                 ("NUMBER", Some(p), Some(s)) => format!("NUMBER({p},{s})"),
                 ("TEXT", _, _) => "VARCHAR".to_string(),
                 (t, _, _) => t.to_string(),

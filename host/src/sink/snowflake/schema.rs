@@ -16,7 +16,8 @@ pub const CDC_COLUMNS: &[(&str, &str)] = &[
 
 /// Stage-only columns: what the MERGE must do with the row, and which cells were unchanged
 /// TOAST values (as `,i,j,` column indexes).
-pub const STAGE_COLUMNS: &[(&str, &str)] = &[("FLOE_ACTION", "VARCHAR"), ("FLOE_UNCHANGED", "VARCHAR")];
+pub const STAGE_COLUMNS: &[(&str, &str)] =
+    &[("FLOE_ACTION", "VARCHAR"), ("FLOE_UNCHANGED", "VARCHAR")];
 
 /// A double-quoted Snowflake identifier.
 pub fn ident(name: &str) -> String {
@@ -105,7 +106,10 @@ pub fn create_stage_sql(stage: &str, columns: &[TargetColumn]) -> String {
         .chain(STAGE_COLUMNS.iter().copied())
         .map(|(n, t)| format!("{} {t}", ident(n)))
         .collect();
-    format!("CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ({})", defs.join(", "))
+    format!(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ({})",
+        defs.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -147,7 +151,9 @@ mod tests {
             optional: false,
         }]);
         let sql = create_target_sql("DB.S.T", &cols, &["ID".into()]);
-        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS DB.S.T (\"ID\" NUMBER(38,0), \"IS_DELETED\" BOOLEAN"));
+        assert!(sql.starts_with(
+            "CREATE TABLE IF NOT EXISTS DB.S.T (\"ID\" NUMBER(38,0), \"IS_DELETED\" BOOLEAN"
+        ));
         assert!(sql.ends_with("PRIMARY KEY (\"ID\"))"));
         let stage = create_stage_sql("\"FLOE_STAGE_T\"", &cols);
         assert!(stage.contains("\"FLOE_UNCHANGED\" VARCHAR"));
