@@ -117,6 +117,57 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// `sql/setup_snowflake.sql` is for people who create the table by hand: it must declare
+    /// what floe itself creates for the guide's table, and carry the same views.
+    #[test]
+    fn hand_written_setup_matches_what_floe_creates() {
+        let setup = include_str!("../../../../sql/setup_snowflake.sql");
+        let views = include_str!("../../../../sql/views.sql");
+        let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let setup_flat = squash(setup);
+        let col = |name: &str, ty: ColumnType| Column {
+            name: Arc::from(name),
+            ty,
+            optional: true,
+        };
+        // The guide's table as Debezium describes it.
+        let guide = [
+            col("transaction_id", ColumnType::Integer),
+            col("user_id", ColumnType::Integer),
+            col(
+                "amount",
+                ColumnType::Decimal {
+                    precision: Some(12),
+                    scale: 2,
+                },
+            ),
+            col("currency", ColumnType::Text),
+            col("status", ColumnType::Text),
+            col("payment_method", ColumnType::Text),
+            col("description", ColumnType::Text),
+            col("metadata", ColumnType::Json),
+            col("created_at", ColumnType::TimestampTz),
+            col("updated_at", ColumnType::TimestampTz),
+        ];
+        let declared = target_columns(&guide)
+            .into_iter()
+            .map(|c| (c.name, c.sql_type))
+            .chain(CDC_COLUMNS.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+        for (name, ty) in declared {
+            assert!(
+                setup_flat.contains(&format!("{name} {ty}")),
+                "sql/setup_snowflake.sql lacks `{name} {ty}`"
+            );
+        }
+        for stmt in crate::sink::snowflake::split_statements(views) {
+            assert!(
+                setup_flat.contains(&squash(&stmt)),
+                "sql/setup_snowflake.sql lacks the view `{}`",
+                stmt.lines().next().unwrap_or_default()
+            );
+        }
+    }
+
     #[test]
     fn identifiers_are_quoted_and_escaped() {
         assert_eq!(ident("A\"B"), "\"A\"\"B\"");
