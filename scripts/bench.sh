@@ -39,3 +39,34 @@ echo "e2e_events=$consumed"
 echo "e2e_batch_records=${FLOE_BENCH_BATCH:-5000}"
 echo "e2e_seconds=$elapsed"
 echo "e2e_events_per_sec=$(awk -v n="$consumed" -v s="$elapsed" 'BEGIN { printf "%d", n / s }')"
+echo "e2e_peak_rss_mb=$(echo "$line" | sed -E 's/.*peak_rss_mb=([0-9]+).*/\1/')"
+
+echo "== latency: commit on PostgreSQL -> row visible in the warehouse, idle pipeline, guide defaults"
+FLOE__KAFKA__GROUP_ID=$group FLOE__SNOWFLAKE__TABLE="BENCH_${group//-/_}" FLOE__SNOWFLAKE__VIEWS_FILE= \
+  "$FLOE" run --config config/local.toml 2>>"$ROOT/.cache/bench-e2e.log" &
+floe_pid=$!
+sleep 8
+"${FLOE_CACHE:-$ROOT/.cache}/venv/bin/python" - "BENCH_${group//-/_}" <<'PY'
+import sys, time, psycopg, snowflake.connector
+table = sys.argv[1]
+pg = psycopg.connect("host=127.0.0.1 port=5433 user=postgres password=postgres dbname=postgres", autocommit=True)
+wh = snowflake.connector.connect(user="floe", password="x", account="local", host="127.0.0.1", port=8086,
+    protocol="http", database="CDC_WAREHOUSE", schema="PUBLIC", paramstyle="qmark")
+samples = []
+for _ in range(3):
+    t0 = time.time()
+    tid = pg.execute("INSERT INTO transactions (user_id, status) VALUES (1, 'pending') RETURNING transaction_id").fetchone()[0]
+    cur = wh.cursor()
+    while True:
+        cur.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "TRANSACTION_ID" = ?', (tid,))
+        if cur.fetchone()[0]:
+            break
+        if time.time() - t0 > 60:
+            sys.exit("row never became visible")
+        time.sleep(0.05)
+    samples.append(time.time() - t0)
+    time.sleep(1)
+print("commit_to_visible_ms_max=%d" % (max(samples) * 1000))
+print("commit_to_visible_ms_samples=" + ",".join("%d" % (s * 1000) for s in samples))
+PY
+kill -TERM "$floe_pid"; wait "$floe_pid" || true

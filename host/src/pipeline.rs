@@ -152,7 +152,8 @@ impl Pipeline {
             // Only dead-lettered messages and tombstones are pending: they are fully handled.
             self.source.commit();
         }
-        info!(stats = %self.stats.line(&self.source.lag_handle()), "floe stopped");
+        let peak_mb = crate::metrics::peak_rss_bytes().map_or(0, |b| b / (1024 * 1024));
+        info!(stats = %self.stats.line(&self.source.lag_handle()), peak_rss_mb = peak_mb, "floe stopped");
         reporter.abort();
         Ok(())
     }

@@ -152,7 +152,11 @@ mod tests {
         let declared = target_columns(&guide)
             .into_iter()
             .map(|c| (c.name, c.sql_type))
-            .chain(CDC_COLUMNS.iter().map(|(n, t)| (n.to_string(), t.to_string())));
+            .chain(
+                CDC_COLUMNS
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.to_string())),
+            );
         for (name, ty) in declared {
             assert!(
                 setup_flat.contains(&format!("{name} {ty}")),
