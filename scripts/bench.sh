@@ -17,7 +17,7 @@ echo "== end to end: a ${BACKLOG}-event backlog from Kafka into the stand-in"
 bash scripts/stack.sh up >/dev/null
 cargo build --release --locked 2>/dev/null
 # Make sure the topic holds at least BACKLOG change events: bulk-insert what is missing.
-psql() { PGPASSWORD=postgres command psql -h 127.0.0.1 -p 5433 -U postgres -d postgres -tAc "$1"; }
+psql() { PGPASSWORD=postgres PGOPTIONS='-c client_min_messages=warning' command psql -h 127.0.0.1 -p 5433 -U postgres -d postgres -tAc "$1"; }
 have=$(psql "SELECT count(*) FROM transactions")
 if [ "$have" -lt "$BACKLOG" ]; then
   psql "INSERT INTO transactions (user_id, amount, currency, status, payment_method, description, metadata)

@@ -124,7 +124,7 @@ EOF
       || die "PostgreSQL did not start; read $LOGS/postgres.log"
   fi
   wait_for PostgreSQL 60 "$LOGS/postgres.log" pg_ready
-  PGPASSWORD=postgres psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+  PGPASSWORD=postgres PGOPTIONS='-c client_min_messages=warning' psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
     -v ON_ERROR_STOP=1 -f "$ROOT/docker/init-postgres.sql" >/dev/null \
     || die "could not create the source table; read $LOGS/postgres.log"
 }

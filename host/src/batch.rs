@@ -41,15 +41,19 @@ pub struct FoldedRow {
 #[derive(Debug, Default)]
 pub struct TableBatch {
     pub rows: Vec<FoldedRow>,
-    /// The table's columns, from the latest image in the batch (deletes carry one too).
+    /// The table's columns, from the latest `after` image in the batch, or from a `before`
+    /// image if the batch has no `after` (without an embedded schema a delete's `before` may
+    /// hold the key columns only).
     pub columns: Option<Arc<[Column]>>,
     index: HashMap<String, usize>,
 }
 
 impl TableBatch {
     fn add(&mut self, change: Change) {
-        if let Some(img) = change.after.as_ref().or(change.before.as_ref()) {
-            self.columns = Some(img.columns.clone());
+        if let Some(after) = &change.after {
+            self.columns = Some(after.columns.clone());
+        } else if let (None, Some(before)) = (&self.columns, &change.before) {
+            self.columns = Some(before.columns.clone());
         }
         let key_text = if change.key.is_empty() {
             None
@@ -204,7 +208,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::ColumnType;
+    use crate::change::{Column, ColumnType};
     use serde_json::Value;
 
     fn columns() -> Arc<[Column]> {
@@ -307,6 +311,23 @@ mod tests {
             rows[0].image.as_ref().unwrap().get("status"),
             Some(&text("again"))
         );
+    }
+
+    #[test]
+    fn table_columns_come_from_after_images_not_key_only_befores() {
+        let mut delete = change(Op::Delete, 2, 11, "", text(""));
+        delete.before = Some(Row {
+            columns: vec![Column {
+                name: "id".into(),
+                ty: ColumnType::Unknown,
+                optional: false,
+            }]
+            .into(),
+            cells: vec![Cell::Value(2.into())],
+        });
+        let b = batch_of(vec![change(Op::Create, 1, 10, "new", text("d")), delete]);
+        let tb = b.tables.values().next().unwrap();
+        assert_eq!(tb.columns.as_ref().unwrap().len(), 3);
     }
 
     #[test]

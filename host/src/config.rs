@@ -325,8 +325,16 @@ impl Config {
     }
 }
 
-/// An environment value as TOML: integers, floats and booleans keep their type.
+/// An environment value as TOML: integers, floats, booleans and TOML arrays (`["a", "b"]`)
+/// keep their type; anything else is a string.
 fn parse_scalar(v: &str) -> toml::Value {
+    if v.trim_start().starts_with('[') {
+        if let Ok(mut t) = toml::from_str::<toml::Table>(&format!("v = {v}")) {
+            if let Some(array) = t.remove("v") {
+                return array;
+            }
+        }
+    }
     if let Ok(i) = v.parse::<i64>() {
         toml::Value::Integer(i)
     } else if let Ok(f) = v.parse::<f64>() {
@@ -412,9 +420,11 @@ user = "floe"
                 ("BATCH_TIMEOUT", "2.5"),
                 ("FLOE__SNOWFLAKE__DELETE_MODE", "hard"),
                 ("FLOE__SNOWFLAKE__ROLE", ""),
+                ("FLOE__KAFKA__TOPICS", r#"["a.public.t", "b.public.u"]"#),
             ]),
         )
         .unwrap();
+        assert_eq!(cfg.kafka.topics, vec!["a.public.t", "b.public.u"]);
         assert_eq!(cfg.snowflake.role, None);
         assert_eq!(cfg.batch.max_records, 500);
         assert_eq!(cfg.batch.max_wait_ms, 2500);
