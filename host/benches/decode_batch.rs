@@ -61,7 +61,9 @@ fn main() {
             .decode(Some(k), Some(v), pos)
             .expect("fixture decodes")
         {
-            Decoded::Change(c) => batcher.push(*c),
+            Decoded::Change(c) => {
+                batcher.push(*c);
+            }
             Decoded::Tombstone => continue,
         }
         if batcher.is_full() {

@@ -35,6 +35,9 @@ pub struct FoldedRow {
     pub position: SourcePosition,
     pub source_ts_ms: i64,
     pub kafka: KafkaPosition,
+    /// Indexes (in push order within the batch) of every change folded into this row, so the
+    /// caller can trace a row that fails to load back to its source messages.
+    pub sources: Vec<usize>,
 }
 
 /// The folded rows of one table, in first-seen order.
@@ -49,7 +52,7 @@ pub struct TableBatch {
 }
 
 impl TableBatch {
-    fn add(&mut self, change: Change) {
+    fn add(&mut self, change: Change, index: usize) {
         if let Some(after) = &change.after {
             self.columns = Some(after.columns.clone());
         } else if let (None, Some(before)) = (&self.columns, &change.before) {
@@ -63,9 +66,13 @@ impl TableBatch {
         };
         let existing = key_text.as_ref().and_then(|k| self.index.get(k).copied());
         match existing {
-            Some(i) => fold_into(&mut self.rows[i], change),
+            Some(i) => {
+                self.rows[i].sources.push(index);
+                fold_into(&mut self.rows[i], change);
+            }
             None => {
-                let row = first_fold(change);
+                let mut row = first_fold(change);
+                row.sources.push(index);
                 if let Some(k) = key_text {
                     self.index.insert(k, self.rows.len());
                 }
@@ -88,6 +95,7 @@ fn first_fold(change: Change) -> FoldedRow {
         position: change.position,
         source_ts_ms: change.source_ts_ms,
         kafka: change.kafka,
+        sources: Vec::new(),
     }
 }
 
@@ -139,6 +147,24 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch holding only `rows` of `table` (used to find the rows a load refuses).
+    pub fn subset(&self, table: &TableId, rows: &[FoldedRow]) -> Batch {
+        let columns = self.tables.get(table).and_then(|t| t.columns.clone());
+        let mut tables = HashMap::new();
+        tables.insert(
+            table.clone(),
+            TableBatch {
+                rows: rows.to_vec(),
+                columns,
+                index: HashMap::new(),
+            },
+        );
+        Batch {
+            tables,
+            changes: rows.iter().map(|r| r.sources.len()).sum(),
+        }
+    }
+
     /// Folded rows across all tables.
     pub fn rows(&self) -> usize {
         self.tables.values().map(|t| t.rows.len()).sum()
@@ -169,15 +195,18 @@ impl Batcher {
         }
     }
 
-    /// Adds a change (not a truncate: those are applied between batches).
-    pub fn push(&mut self, change: Change) {
+    /// Adds a change (not a truncate: those are applied between batches). Returns its index
+    /// in the batch, the number [`FoldedRow::sources`] refers to it by.
+    pub fn push(&mut self, change: Change) -> usize {
         self.opened.get_or_insert_with(Instant::now);
+        let index = self.current.changes;
         self.current.changes += 1;
         self.current
             .tables
             .entry(change.table.clone())
             .or_default()
-            .add(change);
+            .add(change, index);
+        index
     }
 
     pub fn is_empty(&self) -> bool {
@@ -278,6 +307,8 @@ mod tests {
         assert_eq!(img.get("description"), Some(&text("long")));
         assert_eq!(rows[0].position.lsn, 12);
         assert_eq!(rows[0].action, RowAction::Upsert);
+        assert_eq!(rows[0].sources, vec![0, 1, 2]);
+        assert_eq!(rows[1].sources, vec![3]);
     }
 
     #[test]

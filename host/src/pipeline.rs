@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
-use crate::batch::{BatchLimits, Batcher};
+use crate::batch::{BatchLimits, Batcher, FoldedRow};
+use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
 use crate::config::{Config, TruncateMode};
 use crate::decode::{Decoded, JsonDecoder};
@@ -23,6 +24,8 @@ use crate::source::kafka::KafkaSource;
 /// Longest wait between two attempts: short enough that a recovered warehouse is used again
 /// within seconds, long enough not to hammer one that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Refusals of the same batch before floe looks for the rows Snowflake refuses.
+const REFUSALS_BEFORE_ISOLATING: u32 = 2;
 
 /// Whether the pipeline was asked to stop.
 pub type Shutdown = watch::Receiver<bool>;
@@ -35,7 +38,19 @@ pub struct Pipeline {
     sink: SnowflakeSink,
     decoder: JsonDecoder,
     batcher: Batcher,
+    /// The Kafka messages of the current batch, by the index the batcher gave each change.
+    in_flight: Vec<OwnedMessage>,
     stats: Arc<Stats>,
+}
+
+/// The outcome of looking for the rows Snowflake refuses.
+enum Isolation {
+    /// Every row was loaded or dead-lettered; the number loaded.
+    Done(usize),
+    /// Shutdown was requested meanwhile.
+    Abandoned,
+    /// The refusal is not about any row (the table or session is at fault): retry the batch.
+    NotRowSpecific(crate::sink::SinkError),
 }
 
 /// The outcome of one retried step.
@@ -63,6 +78,7 @@ impl Pipeline {
             sink,
             decoder: JsonDecoder::new(),
             batcher,
+            in_flight: Vec::new(),
             stats: Arc::new(Stats::default()),
         })
     }
@@ -107,7 +123,7 @@ impl Pipeline {
                         Ok(m) => {
                             last_message = Instant::now();
                             let m = m.detach();
-                            self.handle(&m, &shutdown).await
+                            self.handle(m, &shutdown).await
                         }
                         Err(e) => {
                             Stats::add(&self.stats.errors, 1);
@@ -138,6 +154,7 @@ impl Pipeline {
             match tokio::time::timeout(Duration::from_secs(10), self.sink.load(batch)).await {
                 Ok(Ok(report)) => {
                     self.batcher.take();
+                    self.in_flight.clear();
                     Stats::add(&self.stats.loaded, report.rows as u64);
                     Stats::add(&self.stats.batches, 1);
                     self.source.commit();
@@ -175,7 +192,7 @@ impl Pipeline {
     }
 
     /// Handles one message: decode and batch it, or dead-letter it.
-    async fn handle(&mut self, msg: &OwnedMessage, shutdown: &Shutdown) -> Step {
+    async fn handle(&mut self, msg: OwnedMessage, shutdown: &Shutdown) -> Step {
         Stats::add(&self.stats.consumed, 1);
         let pos = KafkaPosition {
             partition: msg.partition(),
@@ -209,8 +226,10 @@ impl Pipeline {
             }
             Ok(Decoded::Change(change)) => {
                 Stats::add(&self.stats.decoded, 1);
-                self.batcher.push(*change);
+                let index = self.batcher.push(*change);
+                debug_assert_eq!(index, self.in_flight.len());
                 self.source.mark(msg.topic(), msg.partition(), msg.offset());
+                self.in_flight.push(msg);
                 Step::Done
             }
             Err(e) => {
@@ -221,7 +240,7 @@ impl Pipeline {
                 );
                 let step = self
                     .retry("dead-letter send", shutdown, || async {
-                        self.dlq.send(msg, "decode", &reason).await
+                        self.dlq.send(&msg, "decode", &reason).await
                     })
                     .await;
                 if let Step::Done = step {
@@ -233,28 +252,47 @@ impl Pipeline {
         }
     }
 
-    /// Loads the current batch (retrying until it succeeds) and commits the offsets.
+    /// Loads the current batch (retrying until it succeeds) and commits the offsets. When
+    /// Snowflake keeps refusing the batch, the rows it refuses are found and their source
+    /// messages dead-lettered, so one bad record cannot stop the stream.
     async fn flush(&mut self, shutdown: &Shutdown) -> Step {
         if self.batcher.is_empty() {
             return Step::Done;
         }
         let mut backoff = Duration::from_millis(250);
+        let mut refusals = 0;
         loop {
             // The batch stays in the batcher until it is loaded, so that stopping mid-retry
             // never commits the offsets of records that did not reach the warehouse.
             let batch = self.batcher.current();
-            match self.sink.load(batch).await {
-                Ok(report) => {
+            let result = self.sink.load(batch).await;
+            let result = match result {
+                Err(e) if e.is_refusal() && refusals + 1 >= REFUSALS_BEFORE_ISOLATING => {
+                    warn!(error = %e, "Snowflake keeps refusing the batch; looking for the rows it refuses");
+                    match self.isolate(shutdown).await {
+                        Isolation::Done(rows) => Ok(rows),
+                        Isolation::Abandoned => return Step::Abandoned,
+                        Isolation::NotRowSpecific(e) => Err(e),
+                    }
+                }
+                other => other.map(|r| r.rows),
+            };
+            match result {
+                Ok(rows) => {
                     self.batcher.take();
-                    Stats::add(&self.stats.loaded, report.rows as u64);
+                    self.in_flight.clear();
+                    Stats::add(&self.stats.loaded, rows as u64);
                     Stats::add(&self.stats.batches, 1);
                     self.source.commit();
                     return Step::Done;
                 }
                 Err(e) if e.is_permanent() => return Step::Fatal(e.to_string()),
                 Err(e) => {
+                    if e.is_refusal() {
+                        refusals += 1;
+                    }
                     Stats::add(&self.stats.errors, 1);
-                    warn!(error = %e, retry_in = ?backoff, changes = batch.changes,
+                    warn!(error = %e, retry_in = ?backoff, changes = self.batcher.current().changes,
                         "load failed; nothing committed, retrying");
                     if wait_or_shutdown(backoff, shutdown).await {
                         return Step::Abandoned;
@@ -263,6 +301,58 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Loads the current batch piece by piece, halving the pieces Snowflake refuses, until the
+    /// refused rows stand alone; their source messages go to the dead-letter topic with
+    /// Snowflake's reason. A lone row is only blamed if the same load with no rows succeeds.
+    async fn isolate(&mut self, shutdown: &Shutdown) -> Isolation {
+        let batch = self.batcher.current();
+        let tables: Vec<(TableId, Vec<FoldedRow>)> = batch
+            .tables
+            .iter()
+            .map(|(t, tb)| (t.clone(), tb.rows.clone()))
+            .collect();
+        let mut loaded = 0;
+        let mut refused: Vec<(FoldedRow, String)> = Vec::new();
+        for (table, rows) in tables {
+            let mut pending = vec![rows];
+            while let Some(piece) = pending.pop() {
+                let sub = self.batcher.current().subset(&table, &piece);
+                match self.sink.load(&sub).await {
+                    Ok(r) => loaded += r.rows,
+                    Err(e) if e.is_refusal() && piece.len() > 1 => {
+                        let (a, b) = piece.split_at(piece.len() / 2);
+                        pending.push(b.to_vec());
+                        pending.push(a.to_vec());
+                    }
+                    Err(e) if e.is_refusal() => match self.sink.probe(&sub).await {
+                        Ok(()) => refused.push((piece[0].clone(), e.to_string())),
+                        Err(_) => return Isolation::NotRowSpecific(e),
+                    },
+                    Err(e) => return Isolation::NotRowSpecific(e),
+                }
+            }
+        }
+        for (row, reason) in refused {
+            warn!(partition = row.kafka.partition, offset = row.kafka.offset, reason = %reason,
+                dlq = self.dlq.topic(), "row refused by Snowflake; its source messages go to the dead-letter topic");
+            for index in &row.sources {
+                let Some(msg) = self.in_flight.get(*index) else {
+                    continue;
+                };
+                let step = self
+                    .retry("dead-letter send", shutdown, || async {
+                        self.dlq.send(msg, "load", &reason).await
+                    })
+                    .await;
+                if !matches!(step, Step::Done) {
+                    return Isolation::Abandoned;
+                }
+                Stats::add(&self.stats.dead_lettered, 1);
+            }
+        }
+        Isolation::Done(loaded)
     }
 
     async fn retry<F, Fut, E>(&self, what: &str, shutdown: &Shutdown, mut f: F) -> Step

@@ -61,3 +61,46 @@ def test_events_without_schema_load_into_an_existing_table():
     ]
     assert json.loads(rows[0][3]) == {"k": [1, 2]}
     assert rows[0][4].isoformat() == "2026-01-02T03:04:05.123456+00:00"
+
+
+def test_a_row_snowflake_refuses_goes_to_the_dead_letter_topic_and_the_rest_loads():
+    """A change that decodes but that the warehouse cannot store (an amount that is not a
+    number) is dead-lettered with Snowflake's reason; the rows around it load."""
+    from confluent_kafka import Consumer
+
+    run = Run("refused")
+    topic = f"refused.{run.suffix}"
+    wh = warehouse_connect()
+    wh.cursor().execute(DDL.format(table=run.table))
+    producer = Producer({"bootstrap.servers": KAFKA})
+    bad = json.dumps(event("c", 201, after=row(11, "pending", "twelve euros"))).encode()
+    for tid, value in [
+        (10, json.dumps(event("c", 200, after=row(10, "pending", "1.00"))).encode()),
+        (11, bad),
+        (12, json.dumps(event("c", 202, after=row(12, "failed", "3.00"))).encode()),
+        (13, json.dumps(event("c", 203, after=row(13, "completed", "4.00"))).encode()),
+    ]:
+        producer.produce(topic, key=json.dumps({"transaction_id": tid}).encode(), value=value, partition=0)
+    producer.flush(30)
+    floe = run_until_idle(run, FLOE__KAFKA__TOPICS=f'["{topic}"]')
+    assert "looking for the rows it refuses" in floe.output()
+
+    cur = wh.cursor()
+    cur.execute(f'SELECT TRANSACTION_ID FROM "{run.table}" ORDER BY 1')
+    assert [r[0] for r in cur.fetchall()] == [10, 12, 13]
+
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": f"check-{run.suffix}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([run.dlq])
+    got = None
+    for _ in range(30):
+        m = consumer.poll(1.0)
+        if m is not None and m.error() is None:
+            got = m
+            break
+    consumer.close()
+    assert got is not None, "nothing in the dead-letter topic"
+    assert got.value() == bad
+    headers = {k: v.decode() for k, v in got.headers()}
+    assert headers["floe.stage"] == "load"
+    assert headers["floe.source.topic"] == topic
+    assert headers["floe.reason"]

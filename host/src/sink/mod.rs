@@ -26,4 +26,9 @@ impl SinkError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, SinkError::Config(_))
     }
+
+    /// Whether Snowflake refused a statement (as opposed to not answering).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, SinkError::Statement { .. })
+    }
 }

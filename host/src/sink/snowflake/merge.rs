@@ -351,6 +351,7 @@ mod tests {
                 partition: 2,
                 offset: 9,
             },
+            sources: vec![0],
         }
     }
 

@@ -107,6 +107,20 @@ impl SnowflakeSink {
         Ok(report)
     }
 
+    /// Runs a table's load statements with no rows. A statement error here is about the table
+    /// or the session (missing table, privileges), not about any row.
+    pub async fn probe(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        for (table, tb) in &batch.tables {
+            self.prepare(table, tb).await?;
+            let plan = self.tables[table].plan.clone();
+            self.client
+                .execute(&format!("DELETE FROM {}", plan.stage))
+                .await?;
+            self.client.execute(&plan.merge_sql()).await?;
+        }
+        Ok(())
+    }
+
     /// Applies a source `TRUNCATE` at source position `lsn`: rows loaded before it are deleted
     /// (hard mode) or marked deleted (soft mode).
     pub async fn truncate(&mut self, table: &TableId, lsn: u64) -> Result<(), SinkError> {
