@@ -259,8 +259,8 @@ mod tests {
         };
         Change {
             table: TableId {
-                schema: "public".into(),
-                table: "t".into(),
+                schema: Arc::from("public"),
+                table: Arc::from("t"),
             },
             op,
             key: vec![("id".into(), Value::from(id))],

@@ -45,11 +45,12 @@ impl Op {
     }
 }
 
-/// The source table a change belongs to, as Debezium names it.
+/// The source table a change belongs to, as Debezium names it. Cheap to clone: every change
+/// carries one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableId {
-    pub schema: String,
-    pub table: String,
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
 }
 
 /// How a column's values must be typed in the warehouse. Derived from the Kafka Connect schema

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -16,28 +17,52 @@ use crate::change::{Change, KafkaPosition, Op, Row, SourcePosition, TableId};
 
 /// The envelope's payload with row images still as JSON objects.
 #[derive(Debug, Deserialize)]
-pub struct Payload {
+pub struct Payload<'a> {
     #[serde(default)]
     pub before: Option<Map<String, Value>>,
     #[serde(default)]
     pub after: Option<Map<String, Value>>,
-    #[serde(default)]
-    pub source: Option<Source>,
-    #[serde(default)]
-    pub op: Option<String>,
+    #[serde(default, borrow)]
+    pub source: Option<Source<'a>>,
+    #[serde(default, borrow)]
+    pub op: Option<Cow<'a, str>>,
 }
 
-/// The fields of Debezium's `source` block that floe uses.
+/// The fields of Debezium's `source` block that floe uses (names borrowed from the message
+/// where possible).
 #[derive(Debug, Deserialize)]
-pub struct Source {
+pub struct Source<'a> {
     #[serde(default)]
     pub lsn: Option<u64>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
-    #[serde(default)]
-    pub schema: Option<String>,
-    #[serde(default)]
-    pub table: Option<String>,
+    #[serde(default, borrow)]
+    pub schema: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub table: Option<Cow<'a, str>>,
+}
+
+/// Turns source names into a [`TableId`], reusing the previous one when it is the same table
+/// (the common case), so a change does not allocate its table name.
+#[derive(Debug, Default)]
+pub struct TableNames {
+    last: Option<TableId>,
+}
+
+impl TableNames {
+    pub fn get(&mut self, schema: &str, table: &str) -> TableId {
+        match &self.last {
+            Some(t) if &*t.schema == schema && &*t.table == table => t.clone(),
+            _ => {
+                let t = TableId {
+                    schema: Arc::from(schema),
+                    table: Arc::from(table),
+                };
+                self.last = Some(t.clone());
+                t
+            }
+        }
+    }
 }
 
 /// A row image decoded straight into cells in schema order (no intermediate map).
@@ -46,29 +71,29 @@ pub struct TypedImage(pub Vec<Cell>);
 
 /// The envelope's payload with row images decoded against a known schema.
 #[derive(Debug)]
-pub struct TypedPayload {
+pub struct TypedPayload<'a> {
     pub before: Option<TypedImage>,
     pub after: Option<TypedImage>,
-    pub source: Option<Source>,
-    pub op: Option<String>,
+    pub source: Option<Source<'a>>,
+    pub op: Option<Cow<'a, str>>,
 }
 
 /// Deserializes a payload against `image`, the row schema of its table.
 pub struct PayloadSeed<'a>(pub &'a ImageSchema);
 
 impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
-    type Value = TypedPayload;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<TypedPayload, D::Error> {
+    type Value = TypedPayload<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<TypedPayload<'de>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for PayloadSeed<'_> {
-    type Value = TypedPayload;
+    type Value = TypedPayload<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Debezium change payload")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedPayload, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedPayload<'de>, A::Error> {
         let mut p = TypedPayload {
             before: None,
             after: None,
@@ -151,10 +176,11 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
 
 /// Builds a change from a payload decoded against its schema.
 pub fn build_typed_change(
-    payload: TypedPayload,
+    payload: TypedPayload<'_>,
     image: &ImageSchema,
     key: Vec<(Arc<str>, Value)>,
     kafka: KafkaPosition,
+    names: &mut TableNames,
 ) -> Result<Change, DecodeError> {
     let row = |t: TypedImage| Row {
         columns: image.columns.clone(),
@@ -167,29 +193,32 @@ pub fn build_typed_change(
         payload.after.map(row),
         key,
         kafka,
+        names,
     )
 }
 
 /// Builds a change from a parsed payload. `image` is the typed row schema when the event
 /// carried one; without it the columns are taken from the images themselves.
 pub fn build_change(
-    payload: Payload,
+    payload: Payload<'_>,
     image: Option<&ImageSchema>,
     key: Vec<(Arc<str>, Value)>,
     kafka: KafkaPosition,
+    names: &mut TableNames,
 ) -> Result<Change, DecodeError> {
     let before = payload.before.map(|m| row_from(m, image)).transpose()?;
     let after = payload.after.map(|m| row_from(m, image)).transpose()?;
-    finish(payload.op, payload.source, before, after, key, kafka)
+    finish(payload.op, payload.source, before, after, key, kafka, names)
 }
 
 fn finish(
-    op: Option<String>,
-    source: Option<Source>,
+    op: Option<Cow<'_, str>>,
+    source: Option<Source<'_>>,
     before: Option<Row>,
     after: Option<Row>,
     key: Vec<(Arc<str>, Value)>,
     kafka: KafkaPosition,
+    names: &mut TableNames,
 ) -> Result<Change, DecodeError> {
     let code = op
         .as_deref()
@@ -197,12 +226,10 @@ fn finish(
     let op = Op::from_code(code)
         .ok_or_else(|| DecodeError::NotEnvelope(format!("unknown op `{code}`")))?;
     let source = source.ok_or_else(|| DecodeError::NotEnvelope("no `source` block".into()))?;
-    let table = TableId {
-        schema: source.schema.unwrap_or_default(),
-        table: source
-            .table
-            .ok_or_else(|| DecodeError::NotEnvelope("`source` has no `table`".into()))?,
-    };
+    let table_name = source
+        .table
+        .ok_or_else(|| DecodeError::NotEnvelope("`source` has no `table`".into()))?;
+    let table = names.get(source.schema.as_deref().unwrap_or_default(), &table_name);
     match op {
         Op::Create | Op::Read | Op::Update if after.is_none() => {
             return Err(DecodeError::NotEnvelope(format!(

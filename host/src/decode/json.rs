@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 
 use serde::de::DeserializeSeed;
 
-use super::envelope::{build_change, build_typed_change, parse_key, Payload, PayloadSeed};
+use super::envelope::{
+    build_change, build_typed_change, parse_key, Payload, PayloadSeed, TableNames,
+};
 use super::schema::{ConnectSchema, ImageSchema};
 use super::{DecodeError, Decoded};
 use crate::change::KafkaPosition;
@@ -30,6 +32,7 @@ pub struct JsonDecoder {
     schemas: Vec<CachedSchema>,
     /// Key schemas seen before, byte for byte.
     key_schemas: Vec<Box<[u8]>>,
+    names: TableNames,
 }
 
 #[derive(Deserialize)]
@@ -80,12 +83,12 @@ impl JsonDecoder {
                             .deserialize(&mut de)
                             .and_then(|p| de.end().map(|_| p))
                             .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
-                        build_typed_change(typed, image, key, kafka)?
+                        build_typed_change(typed, image, key, kafka, &mut self.names)?
                     }
                     None => {
                         let payload: Payload = serde_json::from_slice(payload)
                             .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
-                        build_change(payload, None, key, kafka)?
+                        build_change(payload, None, key, kafka, &mut self.names)?
                     }
                 };
                 return Ok(Decoded::Change(Box::new(change)));
@@ -102,7 +105,7 @@ impl JsonDecoder {
                 let image = image_schema(schema.get())?;
                 let payload: Payload = serde_json::from_str(payload.get())
                     .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
-                let change = build_change(payload, image.as_ref(), key, kafka)?;
+                let change = build_change(payload, image.as_ref(), key, kafka, &mut self.names)?;
                 if self.schemas.len() >= MAX_CACHED_SCHEMAS {
                     self.schemas.remove(0);
                 }
@@ -117,7 +120,11 @@ impl JsonDecoder {
                 let payload: Payload = serde_json::from_slice(value)
                     .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
                 Ok(Decoded::Change(Box::new(build_change(
-                    payload, None, key, kafka,
+                    payload,
+                    None,
+                    key,
+                    kafka,
+                    &mut self.names,
                 )?)))
             }
         }
@@ -217,7 +224,7 @@ mod tests {
             );
             assert_eq!(c.op, Op::Update);
             assert_eq!(c.position.lsn, 42);
-            assert_eq!(c.table.table, "transactions");
+            assert_eq!(&*c.table.table, "transactions");
             let after = c.after.unwrap();
             assert_eq!(
                 after.get("amount"),

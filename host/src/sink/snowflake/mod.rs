@@ -138,7 +138,7 @@ impl SnowflakeSink {
     /// session has its stage table.
     async fn prepare(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
         let columns = tb.columns.clone().ok_or_else(|| SinkError::Table {
-            table: table.table.clone(),
+            table: table.table.to_string(),
             reason: "no row image in the batch".into(),
         })?;
         let known = self
@@ -184,7 +184,7 @@ impl SnowflakeSink {
             .unwrap_or_default();
         if key_names.is_empty() {
             return Err(SinkError::Table {
-                table: table.table.clone(),
+                table: table.table.to_string(),
                 reason: "the table has no primary key (append-only loading is not supported yet)"
                     .into(),
             });
@@ -211,7 +211,7 @@ impl SnowflakeSink {
                     .iter()
                     .position(|c| c.name == *k)
                     .ok_or_else(|| SinkError::Table {
-                        table: table.table.clone(),
+                        table: table.table.to_string(),
                         reason: format!("key column `{k}` is not in the row image"),
                     })
             })
