@@ -78,7 +78,11 @@ impl JsonDecoder {
                 let payload = trim_closing_brace(payload)?;
                 let change = match self.schemas[i].image.as_ref() {
                     Some(image) => {
-                        let mut de = serde_json::Deserializer::from_slice(payload);
+                        // One UTF-8 check for the whole payload; the str reader then skips
+                        // the per-string checks of the slice reader.
+                        let payload = std::str::from_utf8(payload)
+                            .map_err(|e| DecodeError::NotJson(e.to_string()))?;
+                        let mut de = serde_json::Deserializer::from_str(payload);
                         let typed = PayloadSeed(image)
                             .deserialize(&mut de)
                             .and_then(|p| de.end().map(|_| p))
