@@ -211,12 +211,13 @@ ok = s["connector"]["state"] == "RUNNING" and s["tasks"] and all(t["state"] == "
 sys.exit(0 if ok else 1)'
 }
 
-stop_java() {
+# Stops a process started here: SIGTERM, up to 30 s for it to exit, then SIGKILL.
+stop_pid() {
   local name=$1
   if pid_alive "$name"; then
     local pid; pid=$(cat "$RUN/$name.pid")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$RUN/$name.pid"
@@ -235,15 +236,6 @@ start_fakesnow() {
   wait_for fakesnow 60 "$LOGS/fakesnow.log" fakesnow_ready
 }
 fakesnow_ready() { curl -s -o /dev/null "http://127.0.0.1:$FAKESNOW_PORT/"; }
-stop_fakesnow() {
-  if pid_alive fakesnow; then
-    local pid; pid=$(cat "$RUN/fakesnow.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$RUN/fakesnow.pid"
-}
 
 # ---------------------------------------------------------------------------------------------
 status() {
@@ -271,9 +263,9 @@ up() {
 }
 
 down() {
-  stop_fakesnow
-  stop_java connect
-  stop_java kafka
+  stop_pid fakesnow
+  stop_pid connect
+  stop_pid kafka
   stop_postgres
   say "stack is down"
 }
@@ -293,7 +285,7 @@ case "${1:-}" in
     esac ;;
   stop)
     case "${2:-}" in
-      postgres) stop_postgres ;; kafka) stop_java kafka ;; connect) stop_java connect ;; fakesnow) stop_fakesnow ;;
+      postgres) stop_postgres ;; kafka) stop_pid kafka ;; connect) stop_pid connect ;; fakesnow) stop_pid fakesnow ;;
       *) die "stop what? postgres | kafka | connect | fakesnow" ;;
     esac ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;

@@ -219,26 +219,29 @@ pub fn normalise(column: &Column, format: WireFormat, value: Value) -> Result<Ce
             Value::String(date.format("%Y-%m-%d").to_string())
         }
         WireFormat::TimeOfDay { per_sec } => {
-            let n = value
-                .as_i64()
-                .ok_or_else(|| bad("time must be an integer".into()))?;
-            let (secs, frac) = (n.div_euclid(per_sec), n.rem_euclid(per_sec));
-            let nanos = frac * (1_000_000_000 / per_sec);
-            let t = NaiveTime::from_num_seconds_from_midnight_opt(secs as u32, nanos as u32)
-                .ok_or_else(|| bad(format!("time out of range: {n}")))?;
+            let (secs, nanos) = seconds_and_nanos(&value, per_sec).map_err(bad)?;
+            let t = u32::try_from(secs)
+                .ok()
+                .and_then(|s| NaiveTime::from_num_seconds_from_midnight_opt(s, nanos))
+                .ok_or_else(|| bad(format!("time out of range: {value}")))?;
             Value::String(t.format("%H:%M:%S%.f").to_string())
         }
         WireFormat::Timestamp { per_sec } => {
-            let n = value
-                .as_i64()
-                .ok_or_else(|| bad("timestamp must be an integer".into()))?;
-            let (secs, frac) = (n.div_euclid(per_sec), n.rem_euclid(per_sec));
-            let nanos = frac * (1_000_000_000 / per_sec);
-            let t = DateTime::from_timestamp(secs, nanos as u32)
-                .ok_or_else(|| bad(format!("timestamp out of range: {n}")))?;
+            let (secs, nanos) = seconds_and_nanos(&value, per_sec).map_err(bad)?;
+            let t = DateTime::from_timestamp(secs, nanos)
+                .ok_or_else(|| bad(format!("timestamp out of range: {value}")))?;
             Value::String(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
         }
     }))
+}
+
+/// Splits an integer count of `1/per_sec` seconds into whole seconds and nanoseconds.
+fn seconds_and_nanos(value: &Value, per_sec: i64) -> Result<(i64, u32), String> {
+    let n = value
+        .as_i64()
+        .ok_or_else(|| format!("expected an integer time value, found {value}"))?;
+    let nanos = n.rem_euclid(per_sec) * (1_000_000_000 / per_sec);
+    Ok((n.div_euclid(per_sec), nanos as u32))
 }
 
 /// Decodes a Connect decimal (base64 of a big-endian two's-complement integer) to text.
