@@ -211,11 +211,28 @@ impl Pipeline {
                 }
                 if self.cfg.snowflake.truncate == TruncateMode::Apply {
                     let (table, lsn) = (change.table.clone(), change.position.lsn);
-                    if let Err(e) = self.sink.truncate(&table, lsn).await {
-                        Stats::add(&self.stats.errors, 1);
-                        warn!(error = %e, table = %table.table, "truncate not applied");
-                    } else {
-                        info!(table = %table.table, "applied a source TRUNCATE");
+                    let mut backoff = Duration::from_millis(250);
+                    loop {
+                        match self.sink.truncate(&table, lsn).await {
+                            Ok(()) => {
+                                info!(table = %table.table, "applied a source TRUNCATE");
+                                break;
+                            }
+                            // Refused: typically no target table yet, so nothing to truncate.
+                            Err(e) if e.is_refusal() || e.is_permanent() => {
+                                Stats::add(&self.stats.errors, 1);
+                                warn!(error = %e, table = %table.table, "source TRUNCATE not applied");
+                                break;
+                            }
+                            Err(e) => {
+                                Stats::add(&self.stats.errors, 1);
+                                warn!(error = %e, retry_in = ?backoff, "TRUNCATE failed; retrying");
+                                if wait_or_shutdown(backoff, shutdown).await {
+                                    return Step::Abandoned;
+                                }
+                                backoff = (backoff * 2).min(MAX_BACKOFF);
+                            }
+                        }
                     }
                 } else {
                     info!(table = %change.table.table, "source TRUNCATE ignored (snowflake.truncate = \"ignore\")");
