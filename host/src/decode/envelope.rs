@@ -277,8 +277,12 @@ fn row_from(mut map: Map<String, Value>, image: Option<&ImageSchema>) -> Result<
     })
 }
 
-/// Parses a Debezium message key: `{"schema":…, "payload":{…}}` or the bare object.
-pub fn parse_key(bytes: Option<&[u8]>) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+/// Parses a Debezium message key: `{"schema":…, "payload":{…}}` or the bare object. Key column
+/// names are shared through `names` rather than allocated per message.
+pub fn parse_key(
+    bytes: Option<&[u8]>,
+    names: &mut Vec<Arc<str>>,
+) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
     let Some(bytes) = bytes else {
         return Ok(Vec::new());
     };
@@ -299,5 +303,21 @@ pub fn parse_key(bytes: Option<&[u8]>) -> Result<Vec<(Arc<str>, Value)>, DecodeE
         Value::Null => return Ok(Vec::new()),
         other => return Err(DecodeError::BadKey(format!("not an object: {other}"))),
     };
-    Ok(obj.into_iter().map(|(k, v)| (Arc::from(k), v)).collect())
+    Ok(obj
+        .into_iter()
+        .map(|(k, v)| {
+            let name = match names.iter().find(|n| ***n == *k) {
+                Some(n) => n.clone(),
+                None => {
+                    let n: Arc<str> = Arc::from(k);
+                    // Bounded: odd keys must not grow the cache without end.
+                    if names.len() < 64 {
+                        names.push(n.clone());
+                    }
+                    n
+                }
+            };
+            (name, v)
+        })
+        .collect())
 }

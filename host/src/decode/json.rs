@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use std::sync::Arc;
+
 use serde::de::DeserializeSeed;
 
 use super::envelope::{
@@ -33,6 +35,7 @@ pub struct JsonDecoder {
     /// Key schemas seen before, byte for byte.
     key_schemas: Vec<Box<[u8]>>,
     names: TableNames,
+    key_names: Vec<Arc<str>>,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +153,7 @@ impl JsonDecoder {
                     .strip_prefix(&**raw)
                     .and_then(|a| a.strip_prefix(PAYLOAD_INFIX))
                 {
-                    return parse_key(Some(trim_closing_brace(payload)?));
+                    return parse_key(Some(trim_closing_brace(payload)?), &mut self.key_names);
                 }
             }
             let wrapped: Wrapped =
@@ -162,7 +165,7 @@ impl JsonDecoder {
                 self.key_schemas.push(schema.get().as_bytes().into());
             }
         }
-        parse_key(Some(bytes))
+        parse_key(Some(bytes), &mut self.key_names)
     }
 }
 

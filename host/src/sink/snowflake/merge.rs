@@ -6,7 +6,6 @@
 //! one, so a replayed batch changes nothing.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -165,7 +164,12 @@ impl MergePlan {
         loaded_at: DateTime<Utc>,
         max_bytes: usize,
     ) -> StagedBatch {
-        let loaded_at = Value::from(loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        let loaded_at = format!(
+            "\"{}\"",
+            loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        // Rows of one source transaction share a commit time: format it once.
+        let mut ts_cache = (None, String::new());
         let mut payloads = Vec::new();
         let mut unchanged_columns = BTreeSet::new();
         let mut cur: Vec<u8> = Vec::with_capacity(rows.len() * 512 + 2);
@@ -176,7 +180,13 @@ impl MergePlan {
         for row in rows {
             row_buf.clear();
             unchanged.clear();
-            self.write_row(&mut row_buf, &mut unchanged, row, &loaded_at);
+            self.write_row(
+                &mut row_buf,
+                &mut unchanged,
+                row,
+                loaded_at.as_bytes(),
+                &mut ts_cache,
+            );
             unchanged_columns.extend(unchanged.iter().copied());
             if cur_rows > 0 && cur.len() + row_buf.len() + 2 > max_bytes {
                 cur.push(b']');
@@ -211,7 +221,8 @@ impl MergePlan {
         out: &mut Vec<u8>,
         unchanged: &mut Vec<usize>,
         row: &FoldedRow,
-        loaded_at: &Value,
+        loaded_at: &[u8],
+        ts_cache: &mut (Option<i64>, String),
     ) {
         out.push(b'[');
         // Images with the plan's own columns are read by position, others by name.
@@ -244,40 +255,53 @@ impl MergePlan {
             }
             out.push(b',');
         }
-        let (action, deleted) = match row.action {
-            RowAction::Upsert => ("upsert", false),
-            RowAction::Delete => ("delete", true),
-            RowAction::DeleteWithImage => ("delete_image", true),
+        let (action, deleted): (&[u8], &[u8]) = match row.action {
+            RowAction::Upsert => (b"upsert", b"false"),
+            RowAction::Delete => (b"delete", b"true"),
+            RowAction::DeleteWithImage => (b"delete_image", b"true"),
         };
-        let ts = DateTime::from_timestamp_millis(row.source_ts_ms)
-            .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-            .unwrap_or(Value::Null);
-        let unchanged_text = if unchanged.is_empty() {
-            Value::Null
+        // The CDC columns in the order of CDC_COLUMNS, then the stage-only columns, written
+        // directly: this runs once per row.
+        let mut num = itoa::Buffer::new();
+        out.extend_from_slice(deleted);
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(row.op.code().as_bytes());
+        out.extend_from_slice(b"\",");
+        if ts_cache.0 != Some(row.source_ts_ms) {
+            let text = DateTime::from_timestamp_millis(row.source_ts_ms).map_or_else(
+                || "null".to_string(),
+                |t| {
+                    format!(
+                        "\"{}\"",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    )
+                },
+            );
+            *ts_cache = (Some(row.source_ts_ms), text);
+        }
+        out.extend_from_slice(ts_cache.1.as_bytes());
+        for n in [
+            row.position.lsn as i128,
+            row.kafka.partition.into(),
+            row.kafka.offset.into(),
+        ] {
+            out.push(b',');
+            out.extend_from_slice(num.format(n).as_bytes());
+        }
+        out.push(b',');
+        out.extend_from_slice(loaded_at);
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(action);
+        out.extend_from_slice(b"\",");
+        if unchanged.is_empty() {
+            out.extend_from_slice(b"null");
         } else {
-            let mut s = String::from(",");
+            out.extend_from_slice(b"\",");
             for i in unchanged.iter() {
-                let _ = write!(s, "{i},");
-            }
-            Value::from(s)
-        };
-        // Order of CDC_COLUMNS, then the stage-only columns.
-        let tail = [
-            Value::from(deleted),
-            Value::from(row.op.code()),
-            ts,
-            Value::from(row.position.lsn),
-            Value::from(row.kafka.partition),
-            Value::from(row.kafka.offset),
-            loaded_at.clone(),
-            Value::from(action),
-            unchanged_text,
-        ];
-        for (j, v) in tail.iter().enumerate() {
-            if j > 0 {
+                out.extend_from_slice(num.format(*i).as_bytes());
                 out.push(b',');
             }
-            push_json(out, v);
+            out.push(b'"');
         }
         out.push(b']');
     }
