@@ -66,6 +66,12 @@ install() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
   fi
   command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+  if command -v rustup >/dev/null; then
+    for component in rustfmt clippy; do
+      rustup component list --installed 2>/dev/null | grep -q "^$component" \
+        || rustup component add "$component" >/dev/null
+    done
+  fi
 
   if [ ! -f "$STACK/kafka-libs/.complete" ]; then
     say "resolving Apache Kafka and Kafka Connect from Maven Central"
