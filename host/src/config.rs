@@ -173,18 +173,22 @@ pub struct SnowflakeConfig {
     pub query_timeout_secs: u64,
 }
 
-/// The periodic stats line.
+/// The periodic stats line and the Prometheus endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsConfig {
     #[serde(default = "default_stats_interval")]
     pub interval_secs: u64,
+    /// Address for a Prometheus `/metrics` endpoint (e.g. `127.0.0.1:9464`); off when unset.
+    #[serde(default)]
+    pub prometheus_listen: Option<String>,
 }
 
 impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
             interval_secs: default_stats_interval(),
+            prometheus_listen: None,
         }
     }
 }

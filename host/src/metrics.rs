@@ -1,7 +1,12 @@
-//! Pipeline counters and the periodic stats line (the guide's monitoring: messages consumed,
-//! records decoded, records loaded, errors, consumer lag).
+//! Pipeline counters, the periodic stats line (the guide's monitoring: messages consumed,
+//! records decoded, records loaded, errors, consumer lag) and the same counters for Prometheus.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
 
 /// Counters shared by the pipeline and the stats reporter.
 #[derive(Debug, Default)]
@@ -49,6 +54,106 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// The counters in Prometheus' text exposition format.
+    pub fn prometheus(&self, lag: &AtomicI64) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "floe_messages_consumed_total",
+                "Kafka messages received.",
+                g(&self.consumed),
+            ),
+            (
+                "floe_changes_decoded_total",
+                "Changes decoded.",
+                g(&self.decoded),
+            ),
+            (
+                "floe_tombstones_total",
+                "Tombstones skipped.",
+                g(&self.tombstones),
+            ),
+            (
+                "floe_rows_loaded_total",
+                "Rows merged into Snowflake.",
+                g(&self.loaded),
+            ),
+            (
+                "floe_batches_loaded_total",
+                "Batches loaded.",
+                g(&self.batches),
+            ),
+            (
+                "floe_dead_lettered_total",
+                "Messages sent to the dead-letter topic.",
+                g(&self.dead_lettered),
+            ),
+            (
+                "floe_errors_total",
+                "Failed attempts, each retried.",
+                g(&self.errors),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in counters {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        let lag = lag.load(Ordering::Relaxed);
+        if lag >= 0 {
+            out.push_str(&format!(
+                "# HELP floe_consumer_lag Messages behind the committed offsets.\n# TYPE floe_consumer_lag gauge\nfloe_consumer_lag {lag}\n"
+            ));
+        }
+        if let Some(rss) = peak_rss_bytes() {
+            out.push_str(&format!(
+                "# HELP floe_peak_rss_bytes Peak resident memory.\n# TYPE floe_peak_rss_bytes gauge\nfloe_peak_rss_bytes {rss}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the task is aborted. Any other path gets a 404.
+pub async fn serve_prometheus(
+    addr: &str,
+    stats: Arc<Stats>,
+    lag: Arc<AtomicI64>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr, "Prometheus metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "metrics endpoint accept failed");
+                    continue;
+                }
+            };
+            let stats = stats.clone();
+            let lag = lag.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if request.starts_with("GET /metrics") {
+                    ("200 OK", stats.prometheus(&lag))
+                } else {
+                    ("404 Not Found", "not found\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+            });
+        }
+    }))
+}
+
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -70,6 +175,41 @@ mod tests {
         assert_eq!(
             line,
             "consumed=3 decoded=0 tombstones=0 loaded=0 batches=0 dlq=1 errors=0 lag=?"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_has_every_counter() {
+        let s = Stats::default();
+        Stats::add(&s.loaded, 42);
+        let text = s.prometheus(&AtomicI64::new(7));
+        assert!(text.contains("floe_rows_loaded_total 42\n"), "{text}");
+        assert!(text.contains("# TYPE floe_consumer_lag gauge\nfloe_consumer_lag 7\n"));
+        assert_eq!(text.matches("# TYPE").count(), 9);
+    }
+
+    #[tokio::test]
+    async fn prometheus_endpoint_answers() {
+        let stats = Arc::new(Stats::default());
+        Stats::add(&stats.consumed, 3);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let server = serve_prometheus(&addr, stats, Arc::new(AtomicI64::new(-1)))
+            .await
+            .unwrap();
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        sock.read_to_string(&mut body).await.unwrap();
+        server.abort();
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("floe_messages_consumed_total 3"), "{body}");
+        assert!(
+            !body.contains("floe_consumer_lag "),
+            "unknown lag is left out"
         );
     }
 

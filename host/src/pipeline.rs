@@ -95,6 +95,18 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let mut last_message = Instant::now();
         let reporter = self.spawn_stats_reporter(shutdown.clone());
+        let prometheus = match &self.cfg.stats.prometheus_listen {
+            Some(addr) => Some(
+                crate::metrics::serve_prometheus(
+                    addr,
+                    self.stats.clone(),
+                    self.source.lag_handle(),
+                )
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         info!(
             topics = ?self.cfg.kafka.topics,
             group = %self.cfg.kafka.group_id,
@@ -143,6 +155,9 @@ impl Pipeline {
                 Step::Abandoned => break,
                 Step::Fatal(e) => {
                     reporter.abort();
+                    if let Some(p) = &prometheus {
+                        p.abort();
+                    }
                     anyhow::bail!("{e}; nothing from the unloaded batch was committed");
                 }
             }
@@ -172,6 +187,9 @@ impl Pipeline {
         let peak_mb = crate::metrics::peak_rss_bytes().map_or(0, |b| b / (1024 * 1024));
         info!(stats = %self.stats.line(&self.source.lag_handle()), peak_rss_mb = peak_mb, "floe stopped");
         reporter.abort();
+        if let Some(p) = prometheus {
+            p.abort();
+        }
         Ok(())
     }
 

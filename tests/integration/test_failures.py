@@ -1,8 +1,10 @@
 """Crashes, a warehouse outage and poison messages: the warehouse still matches the source."""
 
 import json
+import socket
 import threading
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, Producer
 
@@ -35,9 +37,24 @@ def test_kill_9_and_restart_keeps_parity(pg, wh):
     assert not problems, "\n".join(problems)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
 def test_warehouse_outage_loses_nothing(pg, wh):
     run = Run("outage")
-    floe = Floe(run)
+    port = free_port()
+    floe = Floe(run, FLOE__STATS__PROMETHEUS_LISTEN=f"127.0.0.1:{port}")
     load = in_background(generate, "load", "--ops", "3000", "--rate", "100", seed=31)
     time.sleep(3)
     stack("stop", "fakesnow")
@@ -48,6 +65,9 @@ def test_warehouse_outage_loses_nothing(pg, wh):
     load.join()
     # The same floe process catches up by itself once the warehouse is back.
     problems = wait_for_parity(pg, run.table, "soft", timeout=180)
+    # The outage shows in the Prometheus counters too.
+    assert metric(port, "floe_errors_total") > 0
+    assert metric(port, "floe_rows_loaded_total") > 0
     assert floe.stop() == 0
     assert not problems, "\n".join(problems)
     assert "load failed; nothing committed, retrying" in floe.output(), "the outage was not noticed"
