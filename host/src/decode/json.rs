@@ -57,6 +57,11 @@ impl JsonDecoder {
         Self::default()
     }
 
+    /// How many value schemas this decoder remembers.
+    pub fn cached_schemas(&self) -> usize {
+        self.schemas.len()
+    }
+
     /// Decodes one message. `value` is `None` for a tombstone.
     pub fn decode(
         &mut self,
@@ -79,6 +84,9 @@ impl JsonDecoder {
                     continue;
                 };
                 let payload = trim_closing_brace(payload)?;
+                if payload == b"null" {
+                    return Ok(Decoded::Tombstone);
+                }
                 let change = match self.schemas[i].image.as_ref() {
                     Some(image) => {
                         // One UTF-8 check for the whole payload; the str reader then skips
@@ -122,6 +130,7 @@ impl JsonDecoder {
                 });
                 Ok(Decoded::Change(Box::new(change)))
             }
+            (Some(_), None) if has_null_payload(value) => Ok(Decoded::Tombstone),
             _ => {
                 // No wrapper: the whole value is the envelope (schemas.enable=false).
                 let payload: Payload = serde_json::from_slice(value)
@@ -169,6 +178,12 @@ impl JsonDecoder {
     }
 }
 
+/// Whether a wrapped message's `payload` is an explicit `null` (serde reads it as absent).
+fn has_null_payload(value: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
+        .is_ok_and(|m| m.get("payload").is_some_and(serde_json::Value::is_null))
+}
+
 fn trim_closing_brace(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     let end = bytes
         .iter()
@@ -190,13 +205,6 @@ fn image_schema(raw: &str) -> Result<Option<ImageSchema>, DecodeError> {
         .iter()
         .find(|f| matches!(f.field.as_deref(), Some("after" | "before")));
     image.map(ImageSchema::from_connect).transpose()
-}
-
-/// Re-exported for benchmarks: how many schemas this decoder holds.
-impl JsonDecoder {
-    pub fn cached_schemas(&self) -> usize {
-        self.schemas.len()
-    }
 }
 
 #[cfg(test)]
@@ -276,6 +284,23 @@ mod tests {
             assert!(dec
                 .decode(Some(KEY), Some(bad), KafkaPosition::default())
                 .is_err());
+        }
+        // A wrapped null payload is a tombstone too, on first sight of the schema and once the
+        // schema is cached (fast path).
+        assert!(matches!(
+            dec.decode(Some(KEY), Some(&message("null")), KafkaPosition::default()),
+            Ok(Decoded::Tombstone)
+        ));
+        let valid = r#"{"after":{"transaction_id":1,"created_at":"2024-01-01T00:00:00Z"},"source":{"table":"t"},"op":"c"}"#;
+        assert!(dec
+            .decode(Some(KEY), Some(&message(valid)), KafkaPosition::default())
+            .is_ok());
+        assert_eq!(dec.cached_schemas(), 1);
+        for _ in 0..2 {
+            assert!(matches!(
+                dec.decode(Some(KEY), Some(&message("null")), KafkaPosition::default()),
+                Ok(Decoded::Tombstone)
+            ));
         }
         let missing_after = message(r#"{"after":null,"source":{"table":"t"},"op":"c"}"#);
         let err = dec
