@@ -119,6 +119,29 @@ def run_until_idle(run: Run, idle_secs: int = 6, timeout: float = 600, **env: st
     return floe
 
 
+def topic_size(topic: str) -> int:
+    """Messages ever written to `topic` (sum of the partitions' end offsets); 0 if it is missing."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": KAFKA, "group.id": "size-probe"})
+    try:
+        meta = c.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        return sum(
+            c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions
+        )
+    finally:
+        c.close()
+
+
+def wait_for_topic(topic: str, at_least: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while topic_size(topic) < at_least:
+        assert time.time() < deadline, f"{topic} did not reach {at_least} messages in {timeout}s"
+        time.sleep(1)
+
+
 def generate(*args: str, seed: int = 1) -> str:
     out = subprocess.run(
         [str(FLOE_BIN), "generate", "--seed", str(seed), *args],

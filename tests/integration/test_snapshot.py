@@ -2,12 +2,9 @@
 existing row into its own topic, and floe loads them like inserts."""
 
 import json
-import time
 import urllib.request
 
-from confluent_kafka import Consumer, TopicPartition
-
-from harness import KAFKA, ROOT, Run, parity_problems, run_until_idle, warehouse_connect
+from harness import ROOT, Run, parity_problems, run_until_idle, wait_for_topic, warehouse_connect
 
 CONNECT = "http://127.0.0.1:8083"
 
@@ -20,19 +17,6 @@ def _request(method: str, path: str, body: dict | None = None) -> dict:
     with urllib.request.urlopen(req, timeout=30) as resp:
         text = resp.read()
     return json.loads(text) if text else {}
-
-
-def _topic_size(topic: str) -> int:
-    c = Consumer({"bootstrap.servers": KAFKA, "group.id": "size-probe"})
-    try:
-        meta = c.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return 0
-        return sum(
-            c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions
-        )
-    finally:
-        c.close()
 
 
 def test_initial_snapshot_loads_existing_rows(pg):
@@ -55,10 +39,7 @@ def test_initial_snapshot_loads_existing_rows(pg):
     _request("PUT", f"/connectors/{name}/config", config)
     topic = f"{prefix}.public.transactions"
     try:
-        deadline = time.time() + 180
-        while _topic_size(topic) < rows:
-            assert time.time() < deadline, "the snapshot did not reach Kafka in time"
-            time.sleep(2)
+        wait_for_topic(topic, rows, timeout=180)
         run_until_idle(run, FLOE__KAFKA__TOPICS=f'["{topic}"]')
     finally:
         _request("DELETE", f"/connectors/{name}")
