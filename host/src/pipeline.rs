@@ -229,7 +229,7 @@ impl Pipeline {
                 }
                 if self.cfg.snowflake.truncate == TruncateMode::Apply {
                     let (table, lsn) = (change.table.clone(), change.position.lsn);
-                    let mut backoff = Duration::from_millis(250);
+                    let mut backoff = Backoff::new();
                     loop {
                         match self.sink.truncate(&table, lsn).await {
                             Ok(()) => {
@@ -244,11 +244,10 @@ impl Pipeline {
                             }
                             Err(e) => {
                                 Stats::add(&self.stats.errors, 1);
-                                warn!(error = %e, retry_in = ?backoff, "TRUNCATE failed; retrying");
-                                if wait_or_shutdown(backoff, shutdown).await {
+                                warn!(error = %e, retry_in = ?backoff.delay(), "TRUNCATE failed; retrying");
+                                if backoff.wait(shutdown).await {
                                     return Step::Abandoned;
                                 }
-                                backoff = (backoff * 2).min(MAX_BACKOFF);
                             }
                         }
                     }
@@ -294,7 +293,7 @@ impl Pipeline {
         if self.batcher.is_empty() {
             return Step::Done;
         }
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new();
         let mut refusals = 0;
         loop {
             // The batch stays in the batcher until it is loaded, so that stopping mid-retry
@@ -327,12 +326,11 @@ impl Pipeline {
                         refusals += 1;
                     }
                     Stats::add(&self.stats.errors, 1);
-                    warn!(error = %e, retry_in = ?backoff, changes = self.batcher.current().changes,
+                    warn!(error = %e, retry_in = ?backoff.delay(), changes = self.batcher.current().changes,
                         "load failed; nothing committed, retrying");
-                    if wait_or_shutdown(backoff, shutdown).await {
+                    if backoff.wait(shutdown).await {
                         return Step::Abandoned;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -396,31 +394,50 @@ impl Pipeline {
         Fut: std::future::Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new();
         loop {
             match f().await {
                 Ok(()) => return Step::Done,
                 Err(e) => {
                     Stats::add(&self.stats.errors, 1);
-                    warn!(error = %e, retry_in = ?backoff, "{what} failed; retrying");
-                    if wait_or_shutdown(backoff, shutdown).await {
+                    warn!(error = %e, retry_in = ?backoff.delay(), "{what} failed; retrying");
+                    if backoff.wait(shutdown).await {
                         return Step::Abandoned;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
 }
 
-/// Sleeps for `d`; returns true if shutdown was requested meanwhile.
-async fn wait_or_shutdown(d: Duration, shutdown: &Shutdown) -> bool {
-    let mut s = shutdown.clone();
-    if *s.borrow() {
-        return true;
+/// Exponential backoff between attempts of one failing step: 250 ms, doubling, capped.
+struct Backoff {
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            delay: Duration::from_millis(250),
+        }
     }
-    tokio::select! {
-        _ = sleep(d) => *s.borrow(),
-        _ = s.changed() => true,
+
+    /// The wait before the next attempt.
+    fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// Waits before the next attempt; returns true if shutdown was requested meanwhile.
+    async fn wait(&mut self, shutdown: &Shutdown) -> bool {
+        let mut s = shutdown.clone();
+        if *s.borrow() {
+            return true;
+        }
+        let stopped = tokio::select! {
+            _ = sleep(self.delay) => *s.borrow(),
+            _ = s.changed() => true,
+        };
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+        stopped
     }
 }
