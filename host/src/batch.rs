@@ -178,10 +178,13 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
-/// Accumulates changes into the current batch.
+/// Accumulates changes into the current batch. Changes wait unfolded (so the plugin chain
+/// can see and edit each one) until [`Batcher::seal`] folds the kept ones for loading.
 #[derive(Debug)]
 pub struct Batcher {
     limits: BatchLimits,
+    /// Changes pushed since the last seal, in push order (their index is their position).
+    pending: Vec<Change>,
     current: Batch,
     opened: Option<Instant>,
 }
@@ -190,6 +193,7 @@ impl Batcher {
     pub fn new(limits: BatchLimits) -> Self {
         Batcher {
             limits,
+            pending: Vec::new(),
             current: Batch::default(),
             opened: None,
         }
@@ -199,22 +203,44 @@ impl Batcher {
     /// in the batch, the number [`FoldedRow::sources`] refers to it by.
     pub fn push(&mut self, change: Change) -> usize {
         self.opened.get_or_insert_with(Instant::now);
-        let index = self.current.changes;
-        self.current.changes += 1;
-        self.current
-            .tables
-            .entry(change.table.clone())
-            .or_default()
-            .add(change, index);
-        index
+        self.pending.push(change);
+        self.current.changes + self.pending.len() - 1
     }
 
+    /// The changes not folded yet, for the plugin chain to decide on and edit.
+    pub fn pending_mut(&mut self) -> &mut [Change] {
+        &mut self.pending
+    }
+
+    /// Whether changes wait to be folded.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Folds the pending changes whose index `keep` accepts into the current batch; the others
+    /// are left out (dropped, or dead-lettered by the caller).
+    pub fn seal(&mut self, keep: impl Fn(usize) -> bool) {
+        let base = self.current.changes;
+        for (i, change) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+            let index = base + i;
+            self.current.changes += 1;
+            if keep(index) {
+                self.current
+                    .tables
+                    .entry(change.table.clone())
+                    .or_default()
+                    .add(change, index);
+            }
+        }
+    }
+
+    /// Whether nothing was pushed since the last take.
     pub fn is_empty(&self) -> bool {
-        self.current.changes == 0
+        self.current.changes == 0 && self.pending.is_empty()
     }
 
     pub fn is_full(&self) -> bool {
-        self.current.changes >= self.limits.max_records
+        self.current.changes + self.pending.len() >= self.limits.max_records
     }
 
     /// When the current batch must be flushed by time, if it holds anything.
@@ -222,7 +248,7 @@ impl Batcher {
         self.opened.map(|t| t + self.limits.max_wait)
     }
 
-    /// The current batch, to load; it stays here until [`Batcher::take`] after the load.
+    /// The sealed batch, to load; it stays here until [`Batcher::take`] after the load.
     pub fn current(&self) -> &Batch {
         &self.current
     }
@@ -287,6 +313,7 @@ mod tests {
         for c in changes {
             b.push(c);
         }
+        b.seal(|_| true);
         b.take()
     }
 
@@ -372,8 +399,34 @@ mod tests {
         assert!(b.deadline().is_some() && !b.is_full());
         b.push(change(Op::Update, 1, 2, "b", text("")));
         assert!(b.is_full());
+        b.seal(|_| true);
         let batch = b.take();
         assert_eq!((batch.changes, batch.rows()), (2, 1));
         assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn sealing_leaves_out_what_the_chain_refused_and_keeps_indexes() {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 10,
+            max_wait: Duration::from_secs(5),
+        });
+        for id in 1..=3 {
+            assert_eq!(
+                b.push(change(Op::Create, id, id as u64, "a", text(""))),
+                id as usize - 1
+            );
+        }
+        b.pending_mut()[2].after.as_mut().unwrap().cells[1] = text("edited");
+        b.seal(|i| i != 1);
+        assert!(!b.has_pending() && !b.is_empty());
+        let batch = b.take();
+        let rows = &batch.tables.values().next().unwrap().rows;
+        assert_eq!(batch.changes, 3);
+        assert_eq!(
+            rows.iter().map(|r| r.sources.clone()).collect::<Vec<_>>(),
+            [vec![0], vec![2]]
+        );
+        assert_eq!(rows[1].image.as_ref().unwrap().cells[1], text("edited"));
     }
 }

@@ -65,6 +65,8 @@ pub struct Config {
     pub snowflake: SnowflakeConfig,
     #[serde(default)]
     pub stats: StatsConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
 }
 
 /// Where changes are read from.
@@ -191,6 +193,90 @@ impl Default for StatsConfig {
             prometheus_listen: None,
         }
     }
+}
+
+/// The Wasm plugin chain every change passes through between decode and batch.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// What a plugin fault (trap, deadline, memory or fuel exhausted) does to the changes it was
+    /// given: send them to the dead-letter path, or pause the pipeline until the plugin works.
+    #[serde(default)]
+    pub on_fault: FaultPolicy,
+    /// Where compiled plugins are cached, by content hash (default: a `floe-plugin-cache` folder
+    /// in the system's temporary directory).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// How often the config file and plugin files are checked for changes (hot swap); 0 turns
+    /// watching off (SIGHUP still reloads).
+    #[serde(default = "default_watch_ms")]
+    pub watch_interval_ms: u64,
+    /// The plugins, in the order changes pass through them.
+    #[serde(default)]
+    pub chain: Vec<PluginConfig>,
+}
+
+/// What a plugin fault does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultPolicy {
+    /// The batch's changes go to the dead-letter topic and rejects table (`plugin-fault`).
+    #[default]
+    DeadLetter,
+    /// Nothing moves: the batch is retried with backoff (a hot-swapped fix resumes it).
+    Pause,
+}
+
+/// One plugin of the chain.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name in logs, metrics and the rejects table (default: the file name without `.wasm`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The plugin component (`.wasm`).
+    pub path: PathBuf,
+    /// Tables it applies to, as `schema.table` or `table`; all tables when empty.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Linear memory limit in MiB.
+    #[serde(default = "default_plugin_memory_mb")]
+    pub memory_mb: u64,
+    /// Time limit for one call (one batch), enforced by epoch interruption.
+    #[serde(default = "default_plugin_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Optional instruction budget per call (Wasmtime fuel); unlimited when unset.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Capabilities beyond the sandbox's nothing: `clock` (real wall and monotonic clocks),
+    /// `stderr` (the plugin's stderr goes to floe's), `env:NAME` (one environment variable).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// The plugin's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+impl PluginConfig {
+    /// The plugin's display name.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "plugin".into())
+        })
+    }
+}
+
+fn default_watch_ms() -> u64 {
+    1000
+}
+fn default_plugin_memory_mb() -> u64 {
+    64
+}
+fn default_plugin_timeout_ms() -> u64 {
+    1000
 }
 
 fn default_group() -> String {
@@ -320,6 +406,30 @@ impl Config {
         }
         if self.snowflake.password.is_none() && self.snowflake.private_key_path.is_none() {
             return bad("snowflake: set password (SNOWFLAKE_PASSWORD) or private_key_path");
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins.chain {
+            let name = p.display_name();
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "plugins.chain: two plugins are named `{name}`; give one a `name`"
+                )));
+            }
+            if p.memory_mb == 0 || p.timeout_ms == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "plugins.chain `{name}`: memory_mb and timeout_ms must be at least 1"
+                )));
+            }
+            for g in &p.grants {
+                if !(g == "clock"
+                    || g == "stderr"
+                    || g.strip_prefix("env:").is_some_and(|n| !n.is_empty()))
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugins.chain `{name}`: unknown grant `{g}` (known: clock, stderr, env:NAME)"
+                    )));
+                }
+            }
         }
         Ok(())
     }

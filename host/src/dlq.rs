@@ -16,6 +16,8 @@ pub const HEADER_STAGE: &str = "floe.stage";
 pub const HEADER_TOPIC: &str = "floe.source.topic";
 pub const HEADER_PARTITION: &str = "floe.source.partition";
 pub const HEADER_OFFSET: &str = "floe.source.offset";
+/// The plugin that rejected the message or faulted on it (stage `plugin`).
+pub const HEADER_PLUGIN: &str = "floe.plugin";
 
 /// Why a message could not be dead-lettered (the pipeline retries; nothing is committed).
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,17 @@ impl DeadLetters {
         stage: &str,
         reason: &str,
     ) -> Result<(), DlqError> {
+        self.send_with(msg, stage, reason, None).await
+    }
+
+    /// [`DeadLetters::send`], naming the plugin that refused the message.
+    pub async fn send_with<M: Message>(
+        &self,
+        msg: &M,
+        stage: &str,
+        reason: &str,
+        plugin: Option<&str>,
+    ) -> Result<(), DlqError> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let headers = OwnedHeaders::new()
@@ -82,6 +95,13 @@ impl DeadLetters {
                 key: HEADER_OFFSET,
                 value: Some(&offset),
             });
+        let headers = match plugin {
+            Some(p) => headers.insert(Header {
+                key: HEADER_PLUGIN,
+                value: Some(p),
+            }),
+            None => headers,
+        };
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(k) = msg.key() {

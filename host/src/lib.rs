@@ -1,8 +1,9 @@
 //! floe: streams Debezium change events from Kafka into Snowflake.
 //!
 //! A record flows through the modules in one direction:
-//! [`source`] (Kafka) → [`decode`] → [`batch`] → [`sink`] (Snowflake MERGE) → offsets committed,
-//! with [`dlq`] for what cannot be decoded and [`metrics`] counting along the way.
+//! [`source`] (Kafka) → [`decode`] → [`plugin`] chain (Wasm) → [`batch`] → [`sink`] (Snowflake
+//! MERGE) → offsets committed, with [`dlq`] for what cannot be decoded or is rejected and
+//! [`metrics`] counting along the way.
 //! [`pipeline`] wires them together; [`config`] and [`generate`] serve the command line.
 
 pub mod batch;
@@ -13,5 +14,6 @@ pub mod dlq;
 pub mod generate;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugin;
 pub mod sink;
 pub mod source;

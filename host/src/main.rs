@@ -1,4 +1,4 @@
-//! The `floe` command: run the pipeline, check a config, or generate test data.
+//! The `floe` command: run the pipeline, check a config, try a plugin, or generate test data.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -41,6 +41,11 @@ enum Command {
         #[arg(short, long, env = "FLOE_CONFIG", default_value = "floe.toml")]
         config: PathBuf,
     },
+    /// Work with Wasm plugins.
+    Plugin {
+        #[command(subcommand)]
+        what: PluginCommand,
+    },
     /// Generate inserts, updates, deletes or a continuous load on the source table.
     Generate {
         /// PostgreSQL connection string of the source database.
@@ -55,6 +60,35 @@ enum Command {
         seed: u64,
         #[command(subcommand)]
         what: GenerateWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a plugin on Debezium events from a file (one message value per line) and print each
+    /// event's decision and edits as a JSON line.
+    Test {
+        /// The plugin component.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The plugin's own settings: a TOML file (as under `[plugins.chain.config]`) or JSON.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Debezium events, one message value per line.
+        #[arg(long)]
+        events: PathBuf,
+        /// Capabilities to grant, as in the chain config (clock, stderr, env:NAME).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Events per plugin call.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        memory_mb: u64,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        fuel: Option<u64>,
     },
 }
 
@@ -115,6 +149,43 @@ fn main() -> anyhow::Result<()> {
                 println!("{cfg:#?}");
                 Ok(())
             }
+            Command::Plugin {
+                what:
+                    PluginCommand::Test {
+                        plugin,
+                        config,
+                        events,
+                        grants,
+                        batch,
+                        memory_mb,
+                        timeout_ms,
+                        fuel,
+                    },
+            } => {
+                let config = match config {
+                    None => toml::Table::new(),
+                    Some(path) => plugin_settings(&path)?,
+                };
+                let spec = floe::config::PluginConfig {
+                    name: None,
+                    path: plugin,
+                    tables: Vec::new(),
+                    memory_mb,
+                    timeout_ms,
+                    fuel,
+                    grants,
+                    config,
+                };
+                let stdout = std::io::stdout();
+                // WASI's sync bindings may not block inside the async context.
+                let (kept, dropped, rejected, undecodable) = tokio::task::block_in_place(|| {
+                    floe::plugin::trial::run(&spec, &events, batch, &mut stdout.lock())
+                })?;
+                eprintln!(
+                    "kept={kept} dropped={dropped} rejected={rejected} undecodable={undecodable}"
+                );
+                Ok(())
+            }
             Command::Generate {
                 database_url,
                 seed,
@@ -139,6 +210,21 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// A plugin's settings file: TOML, or JSON when it ends in `.json`.
+fn plugin_settings(path: &std::path::Path) -> anyhow::Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let t: toml::Table = serde_json::from_value(v)
+            .with_context(|| format!("{} must hold a JSON object", path.display()))?;
+        Ok(t)
+    } else {
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
+    }
+}
+
 async fn run(config: PathBuf, exit_when_idle: Option<Duration>) -> anyhow::Result<()> {
     let cfg = Config::load(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -147,7 +233,9 @@ async fn run(config: PathBuf, exit_when_idle: Option<Duration>) -> anyhow::Resul
         info!(signal, "stopping: finishing the batch in flight");
         let _ = stop_tx.send(true);
     });
-    Pipeline::new(cfg)?.run(stop_rx, exit_when_idle).await
+    Pipeline::new(cfg, Some(config))?
+        .run(stop_rx, exit_when_idle)
+        .await
 }
 
 async fn wait_for_signal() -> &'static str {

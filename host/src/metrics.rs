@@ -17,6 +17,18 @@ pub struct Stats {
     pub decoded: AtomicU64,
     /// Tombstones skipped.
     pub tombstones: AtomicU64,
+    /// Changes the plugin chain kept (the guide's "records validated").
+    pub validated: AtomicU64,
+    /// Changes a plugin rejected (dead-lettered and recorded in the rejects table).
+    pub rejected: AtomicU64,
+    /// Changes a plugin dropped on purpose.
+    pub dropped: AtomicU64,
+    /// Changes handed to a plugin that faulted (trap, deadline, memory, fuel).
+    pub plugin_faults: AtomicU64,
+    /// Plugin chains swapped in without a restart.
+    pub plugin_reloads: AtomicU64,
+    /// Reloads refused because the new chain failed to load or initialise (the old one ran on).
+    pub plugin_reload_failures: AtomicU64,
     /// Folded rows merged into Snowflake.
     pub loaded: AtomicU64,
     /// Batches loaded.
@@ -37,10 +49,14 @@ impl Stats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let lag = lag.load(Ordering::Relaxed);
         format!(
-            "consumed={} decoded={} tombstones={} loaded={} batches={} dlq={} errors={} lag={}",
+            "consumed={} decoded={} tombstones={} validated={} rejected={} dropped={} plugin_faults={} loaded={} batches={} dlq={} errors={} lag={}",
             g(&self.consumed),
             g(&self.decoded),
             g(&self.tombstones),
+            g(&self.validated),
+            g(&self.rejected),
+            g(&self.dropped),
+            g(&self.plugin_faults),
             g(&self.loaded),
             g(&self.batches),
             g(&self.dead_lettered),
@@ -73,6 +89,36 @@ impl Stats {
                 "floe_tombstones_total",
                 "Tombstones skipped.",
                 g(&self.tombstones),
+            ),
+            (
+                "floe_changes_validated_total",
+                "Changes the plugin chain kept.",
+                g(&self.validated),
+            ),
+            (
+                "floe_changes_rejected_total",
+                "Changes a plugin rejected.",
+                g(&self.rejected),
+            ),
+            (
+                "floe_changes_dropped_total",
+                "Changes a plugin dropped.",
+                g(&self.dropped),
+            ),
+            (
+                "floe_plugin_fault_changes_total",
+                "Changes handed to a plugin that faulted.",
+                g(&self.plugin_faults),
+            ),
+            (
+                "floe_plugin_reloads_total",
+                "Plugin chains swapped in without a restart.",
+                g(&self.plugin_reloads),
+            ),
+            (
+                "floe_plugin_reload_failures_total",
+                "Plugin reloads refused; the old chain kept running.",
+                g(&self.plugin_reload_failures),
             ),
             (
                 "floe_rows_loaded_total",
@@ -174,7 +220,7 @@ mod tests {
         let line = s.line(&AtomicI64::new(-1));
         assert_eq!(
             line,
-            "consumed=3 decoded=0 tombstones=0 loaded=0 batches=0 dlq=1 errors=0 lag=?"
+            "consumed=3 decoded=0 tombstones=0 validated=0 rejected=0 dropped=0 plugin_faults=0 loaded=0 batches=0 dlq=1 errors=0 lag=?"
         );
     }
 
@@ -185,7 +231,7 @@ mod tests {
         let text = s.prometheus(&AtomicI64::new(7));
         assert!(text.contains("floe_rows_loaded_total 42\n"), "{text}");
         assert!(text.contains("# TYPE floe_consumer_lag gauge\nfloe_consumer_lag 7\n"));
-        assert_eq!(text.matches("# TYPE").count(), 9);
+        assert_eq!(text.matches("# TYPE").count(), 15);
     }
 
     #[tokio::test]

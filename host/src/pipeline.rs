@@ -1,7 +1,9 @@
-//! The run loop: consume → decode → batch → load → commit offsets, in one direction. Owns
-//! ordering and delivery guarantees: offsets are committed only after everything before them
-//! was loaded or dead-lettered, and every failure is retried with backoff, never skipped.
+//! The run loop: consume → decode → plugin chain → batch → load → commit offsets, in one
+//! direction. Owns ordering and delivery guarantees: offsets are committed only after
+//! everything before them was loaded or dead-lettered (rejected records included), and every
+//! failure is retried with backoff, never skipped.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +16,13 @@ use tracing::{info, warn};
 use crate::batch::{BatchLimits, Batcher, FoldedRow};
 use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
-use crate::config::{Config, TruncateMode};
+use crate::config::{Config, FaultPolicy, TruncateMode};
 use crate::decode::{Decoded, JsonDecoder};
 use crate::dlq::DeadLetters;
 use crate::metrics::Stats;
-use crate::sink::snowflake::SnowflakeSink;
+use crate::plugin::reload::{ChainReloader, Reload};
+use crate::plugin::{Outcome, PluginChain, PluginEngine};
+use crate::sink::snowflake::{Rejected, SnowflakeSink};
 use crate::source::kafka::KafkaSource;
 
 /// Longest wait between two attempts: short enough that a recovered warehouse is used again
@@ -37,6 +41,8 @@ pub struct Pipeline {
     dlq: DeadLetters,
     sink: SnowflakeSink,
     decoder: JsonDecoder,
+    chain: PluginChain,
+    reloader: ChainReloader,
     batcher: Batcher,
     /// The Kafka messages of the current batch, by the index the batcher gave each change.
     in_flight: Vec<OwnedMessage>,
@@ -63,7 +69,19 @@ enum Step {
 }
 
 impl Pipeline {
-    pub fn new(cfg: Config) -> anyhow::Result<Self> {
+    /// Assembles the pipeline. `config_path` is watched for plugin changes (hot swap).
+    pub fn new(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let engine = PluginEngine::new(Some(
+            cfg.plugins
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("floe-plugin-cache")),
+        ))?;
+        let (reloader, chain) = ChainReloader::start(engine, config_path, &cfg.plugins)
+            .context("loading the plugin chain")?;
+        if !chain.is_empty() {
+            info!(plugins = ?chain.names(), on_fault = ?cfg.plugins.on_fault, "plugin chain ready");
+        }
         let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
         let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
         let sink = SnowflakeSink::new(&cfg.snowflake).context("configuring Snowflake")?;
@@ -77,6 +95,8 @@ impl Pipeline {
             dlq,
             sink,
             decoder: JsonDecoder::new(),
+            chain,
+            reloader,
             batcher,
             in_flight: Vec::new(),
             stats: Arc::new(Stats::default()),
@@ -95,6 +115,7 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let mut last_message = Instant::now();
         let reporter = self.spawn_stats_reporter(shutdown.clone());
+        let hangup = self.spawn_hangup_listener()?;
         let prometheus = match &self.cfg.stats.prometheus_listen {
             Some(addr) => Some(
                 crate::metrics::serve_prometheus(
@@ -155,6 +176,7 @@ impl Pipeline {
                 Step::Abandoned => break,
                 Step::Fatal(e) => {
                     reporter.abort();
+                    hangup.abort();
                     if let Some(p) = &prometheus {
                         p.abort();
                     }
@@ -162,9 +184,15 @@ impl Pipeline {
                 }
             }
         }
+        hangup.abort();
         // Stopping: one last attempt at the batch in flight, bounded in time. Offsets are only
-        // committed if it loads; otherwise it is read again after the restart.
-        if !self.batcher.is_empty() {
+        // committed if it loads; otherwise it is read again after the restart. A batch the
+        // plugin chain has not seen yet is left for the next run.
+        if self.batcher.has_pending() {
+            warn!(
+                "left the batch in flight unprocessed; its offsets are not committed and it will be read again"
+            );
+        } else if !self.batcher.is_empty() {
             let batch = self.batcher.current();
             match tokio::time::timeout(Duration::from_secs(10), self.sink.load(batch)).await {
                 Ok(Ok(report)) => {
@@ -191,6 +219,19 @@ impl Pipeline {
             p.abort();
         }
         Ok(())
+    }
+
+    /// SIGHUP forces a plugin reload at the next batch boundary.
+    fn spawn_hangup_listener(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let flag = self.reloader.hangup_flag();
+        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        Ok(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: the plugin chain will be reloaded before the next batch");
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }))
     }
 
     fn spawn_stats_reporter(&self, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
@@ -293,6 +334,19 @@ impl Pipeline {
         if self.batcher.is_empty() {
             return Step::Done;
         }
+        if self.batcher.has_pending() {
+            match self.run_chain(shutdown).await {
+                Step::Done => {}
+                other => return other,
+            }
+            if self.batcher.current().rows() == 0 {
+                // Everything was rejected, dropped or dead-lettered: nothing to load.
+                self.batcher.take();
+                self.in_flight.clear();
+                self.source.commit();
+                return Step::Done;
+            }
+        }
         let mut backoff = Backoff::new();
         let mut refusals = 0;
         loop {
@@ -328,6 +382,163 @@ impl Pipeline {
                     Stats::add(&self.stats.errors, 1);
                     warn!(error = %e, retry_in = ?backoff.delay(), changes = self.batcher.current().changes,
                         "load failed; nothing committed, retrying");
+                    if backoff.wait(shutdown).await {
+                        return Step::Abandoned;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes the pending changes through the plugin chain (swapping in a reloaded chain first,
+    /// if one is due), routes rejected and faulted changes to the dead-letter topic and the
+    /// rejects tables, and seals the kept ones into the batch to load.
+    async fn run_chain(&mut self, shutdown: &Shutdown) -> Step {
+        let mut backoff = Backoff::new();
+        let outcomes = loop {
+            match self.reloader.poll(&mut self.chain) {
+                Reload::Swapped(_) => Stats::add(&self.stats.plugin_reloads, 1),
+                Reload::Refused(_) => Stats::add(&self.stats.plugin_reload_failures, 1),
+                Reload::Unchanged => {}
+            }
+            if self.chain.is_empty() {
+                break Vec::new();
+            }
+            // Plugins run synchronously; WASI's sync bindings block on Tokio internally, which
+            // is only allowed outside the async context.
+            let (chain, batcher) = (&mut self.chain, &mut self.batcher);
+            let outcomes = tokio::task::block_in_place(|| chain.run(batcher.pending_mut()));
+            let fault = outcomes.iter().find_map(|o| match o {
+                Outcome::Fault { plugin, reason } => Some((plugin.clone(), reason.clone())),
+                _ => None,
+            });
+            match (fault, self.reloader.current().on_fault) {
+                (Some((plugin, reason)), FaultPolicy::Pause) => {
+                    Stats::add(&self.stats.errors, 1);
+                    warn!(plugin = %plugin, reason = %reason, retry_in = ?backoff.delay(),
+                        "plugin fault; pipeline paused (plugins.on_fault = \"pause\"), nothing committed");
+                    if backoff.wait(shutdown).await {
+                        return Step::Abandoned;
+                    }
+                    // The chain may have edited the changes before faulting: start again from
+                    // the messages.
+                    match self.redecode_pending() {
+                        Ok(()) => continue,
+                        Err(e) => return Step::Fatal(e),
+                    }
+                }
+                _ => break outcomes,
+            }
+        };
+        let mut refused: Vec<(usize, String, String)> = Vec::new();
+        for (i, o) in outcomes.iter().enumerate() {
+            match o {
+                Outcome::Keep => Stats::add(&self.stats.validated, 1),
+                Outcome::Drop { .. } => Stats::add(&self.stats.dropped, 1),
+                Outcome::Reject { plugin, reason } => {
+                    Stats::add(&self.stats.rejected, 1);
+                    refused.push((i, plugin.clone(), reason.clone()));
+                }
+                Outcome::Fault { plugin, reason } => {
+                    Stats::add(&self.stats.plugin_faults, 1);
+                    refused.push((i, plugin.clone(), format!("plugin-fault: {reason}")));
+                }
+            }
+        }
+        if outcomes.is_empty() {
+            Stats::add(
+                &self.stats.validated,
+                self.batcher.pending_mut().len() as u64,
+            );
+        }
+        if !refused.is_empty() {
+            match self.dead_letter_refused(&refused, shutdown).await {
+                Step::Done => {}
+                other => return other,
+            }
+        }
+        self.batcher
+            .seal(|i| outcomes.get(i).is_none_or(|o| *o == Outcome::Keep));
+        Step::Done
+    }
+
+    /// Decodes the pending changes again from their Kafka messages.
+    fn redecode_pending(&mut self) -> Result<(), String> {
+        let pending = self.batcher.pending_mut();
+        for (i, slot) in pending.iter_mut().enumerate() {
+            let Some(msg) = self.in_flight.get(i) else {
+                return Err(format!("internal: no message for pending change {i}"));
+            };
+            let pos = KafkaPosition {
+                partition: msg.partition(),
+                offset: msg.offset(),
+            };
+            match self.decoder.decode(msg.key(), msg.payload(), pos) {
+                Ok(Decoded::Change(c)) => *slot = *c,
+                _ => {
+                    return Err(format!(
+                        "internal: message at offset {} no longer decodes",
+                        msg.offset()
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends changes refused by the chain to the dead-letter topic and records them in their
+    /// tables' rejects tables, retrying until both accepted them.
+    async fn dead_letter_refused(
+        &mut self,
+        refused: &[(usize, String, String)],
+        shutdown: &Shutdown,
+    ) -> Step {
+        let pending = self.batcher.pending_mut();
+        let mut rows = Vec::with_capacity(refused.len());
+        for (i, plugin, reason) in refused {
+            let (Some(msg), Some(change)) = (self.in_flight.get(*i), pending.get(*i)) else {
+                continue;
+            };
+            warn!(plugin = %plugin, partition = msg.partition(), offset = msg.offset(), reason = %reason,
+                dlq = self.dlq.topic(), "change refused by a plugin; dead-lettered and recorded in the rejects table");
+            rows.push(Rejected {
+                table: change.table.clone(),
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                event: msg
+                    .payload()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default(),
+                reason: reason.clone(),
+                plugin: plugin.clone(),
+            });
+        }
+        for (i, plugin, reason) in refused {
+            let Some(msg) = self.in_flight.get(*i) else {
+                continue;
+            };
+            let step = self
+                .retry("dead-letter send", shutdown, || async {
+                    self.dlq
+                        .send_with(msg, "plugin", reason, Some(plugin))
+                        .await
+                })
+                .await;
+            if !matches!(step, Step::Done) {
+                return step;
+            }
+            Stats::add(&self.stats.dead_lettered, 1);
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match self.sink.record_rejects(&rows).await {
+                Ok(()) => return Step::Done,
+                Err(e) if e.is_permanent() => return Step::Fatal(e.to_string()),
+                Err(e) => {
+                    Stats::add(&self.stats.errors, 1);
+                    warn!(error = %e, retry_in = ?backoff.delay(), "recording rejects failed; retrying");
                     if backoff.wait(shutdown).await {
                         return Step::Abandoned;
                     }

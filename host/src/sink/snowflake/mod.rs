@@ -15,7 +15,8 @@ use tracing::{info, warn};
 use self::client::SnowflakeClient;
 use self::merge::{MergePlan, MAX_PAYLOAD_BYTES};
 use self::schema::{
-    create_stage_sql, create_target_sql, ident, target_columns, warehouse_name, TargetColumn,
+    create_rejects_sql, create_stage_sql, create_target_sql, ident, insert_rejects_sql,
+    target_columns, warehouse_name, TargetColumn,
 };
 use super::SinkError;
 use crate::batch::{Batch, TableBatch};
@@ -30,6 +31,20 @@ pub struct LoadReport {
     pub tables: usize,
 }
 
+/// A change that a plugin rejected or faulted on, as its table's rejects table records it.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub table: TableId,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka key and value as text (lossy for binary formats).
+    pub key: Option<String>,
+    pub event: String,
+    pub reason: String,
+    pub plugin: String,
+}
+
 struct TableState {
     plan: MergePlan,
     source_columns: Arc<[Column]>,
@@ -42,6 +57,8 @@ pub struct SnowflakeSink {
     client: SnowflakeClient,
     cfg: SnowflakeConfig,
     tables: HashMap<TableId, TableState>,
+    /// Rejects tables known to exist in this process.
+    rejects_ready: std::collections::HashSet<String>,
 }
 
 impl SnowflakeSink {
@@ -50,6 +67,7 @@ impl SnowflakeSink {
             client: SnowflakeClient::new(cfg)?,
             cfg: cfg.clone(),
             tables: HashMap::new(),
+            rejects_ready: Default::default(),
         })
     }
 
@@ -65,6 +83,61 @@ impl SnowflakeSink {
             ident(&self.cfg.schema),
             ident(&name)
         )
+    }
+
+    /// The rejects table of a source table: `<TARGET>_REJECTS` beside the target.
+    fn rejects_name(&self, table: &TableId) -> String {
+        let name = self
+            .cfg
+            .table
+            .clone()
+            .unwrap_or_else(|| warehouse_name(&table.table));
+        format!(
+            "{}.{}.{}",
+            ident(&self.cfg.database),
+            ident(&self.cfg.schema),
+            ident(&format!("{name}_REJECTS"))
+        )
+    }
+
+    /// Records rejected changes in their tables' rejects tables (created if missing). A change
+    /// recorded before (same topic, partition, offset) is not recorded twice, so replaying a
+    /// batch after a crash is harmless.
+    pub async fn record_rejects(&mut self, rejects: &[Rejected]) -> Result<(), SinkError> {
+        let mut by_table: HashMap<String, Vec<&Rejected>> = HashMap::new();
+        for r in rejects {
+            by_table
+                .entry(self.rejects_name(&r.table))
+                .or_default()
+                .push(r);
+        }
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for (name, rows) in by_table {
+            if !self.rejects_ready.contains(&name) {
+                self.client.execute(&create_rejects_sql(&name)).await?;
+                self.rejects_ready.insert(name.clone());
+            }
+            let payload: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!([
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        r.event,
+                        r.reason,
+                        r.plugin,
+                        now
+                    ])
+                })
+                .collect();
+            let json = serde_json::Value::Array(payload).to_string();
+            self.client
+                .execute_bound(&insert_rejects_sql(&name), json)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Loads every table of the batch. On error nothing is committed by the caller, and loading
@@ -196,6 +269,21 @@ impl SnowflakeSink {
             self.client
                 .execute(&create_target_sql(&target, &cols, &key))
                 .await?;
+            // Columns the table lacks (new source columns, or columns a plugin adds) are added;
+            // existing ones are never dropped or retyped.
+            let existing = self.column_types(table).await?;
+            for c in &cols {
+                if !existing.contains_key(&c.name) {
+                    self.client
+                        .execute(&format!(
+                            "ALTER TABLE {target} ADD COLUMN {} {}",
+                            ident(&c.name),
+                            c.sql_type
+                        ))
+                        .await?;
+                    info!(table = %target, column = %c.name, r#type = %c.sql_type, "added a column to the target table");
+                }
+            }
             info!(table = %target, "target table ready");
             if let Some(views) = self.cfg.views_file.clone() {
                 self.run_sql_file(&views).await?;
@@ -233,12 +321,11 @@ impl SnowflakeSink {
         })
     }
 
-    /// For events without an embedded schema: the types come from the existing target table.
-    async fn existing_columns(
+    /// The target table's columns and their types (empty if the table does not exist).
+    async fn column_types(
         &mut self,
         table: &TableId,
-        columns: &[Column],
-    ) -> Result<Vec<TargetColumn>, SinkError> {
+    ) -> Result<HashMap<String, String>, SinkError> {
         let name = self
             .cfg
             .table
@@ -269,6 +356,21 @@ impl SnowflakeSink {
             };
             types.insert(col, sql_type);
         }
+        Ok(types)
+    }
+
+    /// For events without an embedded schema: the types come from the existing target table.
+    async fn existing_columns(
+        &mut self,
+        table: &TableId,
+        columns: &[Column],
+    ) -> Result<Vec<TargetColumn>, SinkError> {
+        let name = self
+            .cfg
+            .table
+            .clone()
+            .unwrap_or_else(|| warehouse_name(&table.table));
+        let types = self.column_types(table).await?;
         if types.is_empty() {
             return Err(SinkError::Table {
                 table: name,

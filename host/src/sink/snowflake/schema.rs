@@ -29,6 +29,47 @@ pub fn warehouse_name(source: &str) -> String {
     source.to_uppercase()
 }
 
+/// The columns of a rejects table, in payload order.
+const REJECTS_COLUMNS: &[(&str, &str)] = &[
+    ("SOURCE_TOPIC", "VARCHAR"),
+    ("SOURCE_PARTITION", "NUMBER(10,0)"),
+    ("SOURCE_OFFSET", "NUMBER(20,0)"),
+    ("RECORD_KEY", "VARCHAR"),
+    ("RAW_EVENT", "VARCHAR"),
+    ("REASON", "VARCHAR"),
+    ("PLUGIN", "VARCHAR"),
+    ("REJECTED_AT", "TIMESTAMP_TZ(9)"),
+];
+
+/// `CREATE TABLE IF NOT EXISTS` for a rejects table: the raw event, why, which plugin, when.
+pub fn create_rejects_sql(name: &str) -> String {
+    let cols: Vec<String> = REJECTS_COLUMNS
+        .iter()
+        .map(|(c, t)| format!("{} {t}", ident(c)))
+        .collect();
+    format!("CREATE TABLE IF NOT EXISTS {name} ({})", cols.join(", "))
+}
+
+/// Inserts a bound JSON array of reject rows, skipping those already recorded.
+pub fn insert_rejects_sql(name: &str) -> String {
+    let names: Vec<String> = REJECTS_COLUMNS.iter().map(|(c, _)| ident(c)).collect();
+    let exprs: Vec<String> = REJECTS_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| stage_expr(i, t))
+        .collect();
+    format!(
+        "INSERT INTO {name} ({}) SELECT {} FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?)) f \
+         WHERE NOT EXISTS (SELECT 1 FROM {name} r WHERE r.\"SOURCE_TOPIC\" = {} \
+         AND r.\"SOURCE_PARTITION\" = {} AND r.\"SOURCE_OFFSET\" = {})",
+        names.join(", "),
+        exprs.join(", "),
+        exprs[0],
+        exprs[1],
+        exprs[2]
+    )
+}
+
 /// The Snowflake type of a source column.
 pub fn sql_type(ty: &ColumnType) -> String {
     match ty {

@@ -1,0 +1,422 @@
+//! The plugin host against real components (built by `scripts/build-plugins.sh` into
+//! `plugins/dist/`): the default validator and enricher, plugins that misbehave on purpose, a
+//! plugin built against another WIT version, and hot swap.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use floe::change::{
+    Cell, Change, Column, ColumnType, KafkaPosition, Op, Row, SourcePosition, TableId,
+};
+use floe::config::{FaultPolicy, PluginConfig, PluginsConfig};
+use floe::plugin::reload::{ChainReloader, Reload};
+use floe::plugin::{Outcome, PluginChain, PluginEngine, PluginError};
+
+fn dist(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first (make test does)",
+        p.display()
+    );
+    p
+}
+
+fn spec(name: &str, path: PathBuf, config: &str) -> PluginConfig {
+    PluginConfig {
+        name: Some(name.into()),
+        path,
+        tables: Vec::new(),
+        memory_mb: 64,
+        timeout_ms: 1000,
+        fuel: None,
+        grants: Vec::new(),
+        config: toml::from_str(config).expect("test config is TOML"),
+    }
+}
+
+const GUIDE_RULES: &str = r#"
+rules = [
+  { column = "transaction_id", check = "required" },
+  { column = "transaction_id", check = "unique-in-batch" },
+  { column = "user_id", check = "required" },
+  { column = "user_id", check = "integer" },
+  { column = "user_id", check = "positive" },
+  { column = "amount", check = "numeric" },
+  { column = "status", check = "one-of", values = ["pending", "completed", "failed", "refunded", "cancelled"] },
+]
+"#;
+
+const ENRICHMENT: &str = r#"
+dates = { transaction_date = "created_at" }
+bands = [{ column = "amount", to = "amount_band", thresholds = [10, 100, 1000], labels = ["small", "medium", "large", "very_large"] }]
+flags = [{ column = "amount", to = "is_high_value", min = 1000 }]
+mask = [{ column = "payment_method", keep_last = 2 }]
+static = { environment = "test" }
+"#;
+
+fn columns() -> Arc<[Column]> {
+    let c = |name: &str, ty: ColumnType| Column {
+        name: name.into(),
+        ty,
+        optional: true,
+    };
+    vec![
+        c("transaction_id", ColumnType::Integer),
+        c("user_id", ColumnType::Integer),
+        c(
+            "amount",
+            ColumnType::Decimal {
+                precision: Some(12),
+                scale: 2,
+            },
+        ),
+        c("status", ColumnType::Text),
+        c("payment_method", ColumnType::Text),
+        c("created_at", ColumnType::TimestampTz),
+    ]
+    .into()
+}
+
+fn change(op: Op, id: i64, user: Value, amount: Value, status: &str) -> Change {
+    let row = Row {
+        columns: columns(),
+        cells: vec![
+            Cell::Value(json!(id)),
+            Cell::Value(user),
+            Cell::Value(amount),
+            Cell::Value(json!(status)),
+            Cell::Value(json!("card")),
+            Cell::Value(json!("2026-11-24T10:00:00.000000Z")),
+        ],
+    };
+    Change {
+        table: TableId {
+            schema: "public".into(),
+            table: "transactions".into(),
+        },
+        op,
+        key: vec![("transaction_id".into(), json!(id))],
+        before: (op == Op::Delete).then(|| row.clone()),
+        after: (op != Op::Delete).then_some(row),
+        position: SourcePosition { lsn: id as u64 },
+        source_ts_ms: 0,
+        kafka: KafkaPosition::default(),
+    }
+}
+
+fn engine() -> PluginEngine {
+    PluginEngine::new(None).expect("engine")
+}
+
+fn cell<'a>(c: &'a Change, name: &str) -> Option<&'a Cell> {
+    c.after.as_ref().and_then(|r| r.get(name))
+}
+
+#[test]
+fn validator_applies_the_guides_rules() {
+    let mut chain = PluginChain::build(
+        &engine(),
+        &[spec("validator", dist("validator.wasm"), GUIDE_RULES)],
+    )
+    .expect("validator loads");
+    let mut changes = vec![
+        change(Op::Create, 1, json!(7), json!("12.50"), "pending"),
+        change(Op::Create, 2, json!(-3), json!("1.00"), "completed"),
+        change(Op::Create, 3, json!(8), json!("abc"), "lost"),
+        change(Op::Create, 1, json!(9), json!("2.00"), "failed"),
+        change(Op::Update, 1, json!(7), Value::Null, "refunded"),
+        change(Op::Delete, 2, json!(-3), json!("1.00"), "whatever"),
+        change(Op::Create, 4, Value::Null, json!("1.00"), "pending"),
+    ];
+    let outcomes = chain.run(&mut changes);
+    let reject = |reason: &str| Outcome::Reject {
+        plugin: "validator".into(),
+        reason: reason.into(),
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Keep,
+            reject("user_id: must be positive"),
+            reject("amount: must be a number; status: must be one of pending, completed, failed, refunded, cancelled"),
+            reject("transaction_id: duplicate value 1 in the batch"),
+            Outcome::Keep,
+            Outcome::Keep,
+            reject("user_id: is required"),
+        ]
+    );
+}
+
+#[test]
+fn enricher_adds_derived_columns_and_masks() {
+    let mut chain = PluginChain::build(
+        &engine(),
+        &[spec("enricher", dist("enricher.wasm"), ENRICHMENT)],
+    )
+    .expect("enricher loads");
+    let mut changes = vec![
+        change(Op::Create, 1, json!(7), json!("1500.00"), "pending"),
+        change(Op::Create, 2, json!(7), json!("5.00"), "pending"),
+        change(Op::Delete, 3, json!(7), json!("5.00"), "pending"),
+    ];
+    assert_eq!(chain.run(&mut changes), vec![Outcome::Keep; 3]);
+    let a = &changes[0];
+    assert_eq!(
+        cell(a, "transaction_date"),
+        Some(&Cell::Value(json!("2026-11-24")))
+    );
+    assert_eq!(
+        cell(a, "amount_band"),
+        Some(&Cell::Value(json!("very_large")))
+    );
+    assert_eq!(cell(a, "is_high_value"), Some(&Cell::Value(json!(true))));
+    assert_eq!(cell(a, "payment_method"), Some(&Cell::Value(json!("**rd"))));
+    assert_eq!(cell(a, "environment"), Some(&Cell::Value(json!("test"))));
+    let cols = &a.after.as_ref().expect("after").columns;
+    assert_eq!(
+        cols.iter()
+            .find(|c| &*c.name == "transaction_date")
+            .map(|c| &c.ty),
+        Some(&ColumnType::Date)
+    );
+    assert_eq!(
+        cols.iter()
+            .find(|c| &*c.name == "is_high_value")
+            .map(|c| &c.ty),
+        Some(&ColumnType::Boolean)
+    );
+    assert_eq!(
+        cell(&changes[1], "amount_band"),
+        Some(&Cell::Value(json!("small")))
+    );
+    // Rows that gained the same columns share one column list (the sink relies on it).
+    assert!(Arc::ptr_eq(
+        &cols.clone(),
+        &changes[1].after.as_ref().expect("after").columns
+    ));
+    assert!(changes[2].after.is_none(), "deletes pass untouched");
+}
+
+#[test]
+fn the_chain_runs_in_order_and_skips_other_tables() {
+    let mut validator = spec("validator", dist("validator.wasm"), GUIDE_RULES);
+    validator.tables = vec!["public.transactions".into()];
+    let mut enricher = spec("enricher", dist("enricher.wasm"), ENRICHMENT);
+    enricher.tables = vec!["other".into()];
+    let mut chain = PluginChain::build(&engine(), &[validator, enricher]).expect("chain loads");
+    let mut changes = vec![
+        change(Op::Create, 1, json!(7), json!("1500.00"), "pending"),
+        change(Op::Create, 2, json!(0), json!("1.00"), "pending"),
+    ];
+    let outcomes = chain.run(&mut changes);
+    assert_eq!(outcomes[0], Outcome::Keep);
+    assert!(matches!(&outcomes[1], Outcome::Reject { plugin, .. } if plugin == "validator"));
+    assert_eq!(
+        cell(&changes[0], "environment"),
+        None,
+        "enricher is scoped to table `other`"
+    );
+}
+
+fn misbehave(mode: &str) -> PluginConfig {
+    let mut s = spec(
+        "misbehave",
+        dist("testing/misbehave.wasm"),
+        &format!("mode = \"{mode}\"\ntrigger = \"boom\""),
+    );
+    s.memory_mb = 32;
+    s.timeout_ms = 200;
+    s
+}
+
+/// Runs a batch that triggers the plugin's misbehaviour, then a harmless one: the first faults
+/// (every change of it, with a reason naming the fault), the second is processed by a fresh
+/// instance.
+fn fault_then_recover(s: PluginConfig) -> String {
+    let mut chain = PluginChain::build(&engine(), &[s]).expect("plugin loads");
+    let mut bad = vec![
+        change(Op::Create, 1, json!(7), json!("1.00"), "boom"),
+        change(Op::Create, 2, json!(7), json!("1.00"), "pending"),
+    ];
+    let outcomes = chain.run(&mut bad);
+    let reason = match &outcomes[0] {
+        Outcome::Fault { plugin, reason } => {
+            assert_eq!(plugin, "misbehave");
+            reason.clone()
+        }
+        other => panic!("expected a fault, got {other:?}"),
+    };
+    assert_eq!(outcomes[0], outcomes[1], "the whole batch shares the fault");
+    let mut good = vec![change(Op::Create, 3, json!(7), json!("1.00"), "pending")];
+    assert_eq!(
+        chain.run(&mut good),
+        vec![Outcome::Keep],
+        "a fresh instance takes over"
+    );
+    reason
+}
+
+#[test]
+fn a_trapping_plugin_faults_with_its_panic_message() {
+    let reason = fault_then_recover(misbehave("trap"));
+    assert!(reason.contains("trap"), "{reason}");
+    assert!(
+        reason.contains("misbehave: trapping as configured"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_endless_loop_hits_the_deadline() {
+    let reason = fault_then_recover(misbehave("loop"));
+    assert!(
+        reason.contains("deadline") && reason.contains("200 ms"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn fuel_bounds_an_endless_loop() {
+    let mut s = misbehave("loop");
+    s.timeout_ms = 60_000;
+    s.fuel = Some(50_000_000);
+    let reason = fault_then_recover(s);
+    assert!(reason.contains("fuel exhausted"), "{reason}");
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit() {
+    let reason = fault_then_recover(misbehave("memory"));
+    assert!(
+        reason.contains("memory limit") && reason.contains("32 MiB"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_plugin_built_against_another_wit_version_is_refused_naming_both() {
+    let err = PluginChain::build(
+        &engine(),
+        &[spec("future", dist("testing/future_wit.wasm"), "")],
+    )
+    .err()
+    .expect("refused");
+    let text = err.to_string();
+    assert!(matches!(err, PluginError::Version { .. }), "{text}");
+    assert!(
+        text.contains("floe:plugin@0.2.0") && text.contains("floe:plugin@0.1.0"),
+        "{text}"
+    );
+    assert!(text.contains("`future`"), "{text}");
+}
+
+#[test]
+fn a_failing_init_names_the_plugin_and_its_reason() {
+    let err = PluginChain::build(&engine(), &[misbehave("init-fail")])
+        .err()
+        .expect("refused");
+    assert_eq!(err.plugin(), "misbehave");
+    assert!(
+        err.to_string().contains("failing init as configured"),
+        "{err}"
+    );
+    let err = PluginChain::build(
+        &engine(),
+        &[spec("validator", dist("validator.wasm"), "rules = []")],
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("`rules` is empty"), "{err}");
+}
+
+#[test]
+fn without_the_clock_grant_time_stands_still() {
+    let cfg = "processed_at = \"processed_at\"";
+    let err = PluginChain::build(&engine(), &[spec("enricher", dist("enricher.wasm"), cfg)])
+        .err()
+        .expect("refused without the grant");
+    assert!(err.to_string().contains("needs the clock"), "{err}");
+    let mut s = spec("enricher", dist("enricher.wasm"), cfg);
+    s.grants = vec!["clock".into()];
+    let mut chain = PluginChain::build(&engine(), &[s]).expect("loads with the grant");
+    let mut changes = vec![change(Op::Create, 1, json!(7), json!("1.00"), "pending")];
+    chain.run(&mut changes);
+    match cell(&changes[0], "processed_at") {
+        Some(Cell::Value(Value::String(t))) => {
+            assert!(t.starts_with("20") && t.ends_with('Z'), "{t}")
+        }
+        other => panic!("processed_at: {other:?}"),
+    }
+}
+
+fn config_file(dir: &std::path::Path, environment: &str, plugin: &std::path::Path) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "127.0.0.1:1"
+topics = ["t"]
+[snowflake]
+account = "a"
+user = "u"
+password = "p"
+[plugins]
+watch_interval_ms = 1
+[[plugins.chain]]
+name = "enricher"
+path = "{}"
+[plugins.chain.config]
+static = {{ environment = "{environment}" }}
+"#,
+        dir.join(plugin).display()
+    )
+}
+
+#[test]
+fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
+    let dir = std::env::temp_dir().join(format!("floe-hot-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(dist("enricher.wasm"), dir.join("p.wasm")).expect("copy");
+    let cfg_path = dir.join("floe.toml");
+    std::fs::write(&cfg_path, config_file(&dir, "v1", "p.wasm".as_ref())).expect("write");
+    let cfg = floe::config::Config::load(&cfg_path).expect("config");
+    let (mut reloader, mut chain) =
+        ChainReloader::start(engine(), Some(cfg_path.clone()), &cfg.plugins).expect("start");
+    let env_of = |chain: &mut PluginChain| {
+        let mut c = vec![change(Op::Create, 1, json!(7), json!("1.00"), "pending")];
+        chain.run(&mut c);
+        cell(&c[0], "environment").cloned()
+    };
+    assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v1"))));
+    assert!(matches!(reloader.poll(&mut chain), Reload::Unchanged));
+
+    // A new plugin config takes effect at the next poll.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&cfg_path, config_file(&dir, "v2", "p.wasm".as_ref())).expect("write");
+    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v2"))));
+
+    // A broken replacement file is refused; the running chain stays.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(dist("testing/future_wit.wasm"), dir.join("p.wasm")).expect("copy");
+    match reloader.poll(&mut chain) {
+        Reload::Refused(m) => assert!(m.contains("floe:plugin@0.2.0"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v2"))));
+
+    // SIGHUP (the flag its handler sets) forces a reload even when nothing changed on disk.
+    std::fs::copy(dist("enricher.wasm"), dir.join("p.wasm")).expect("copy");
+    let _ = reloader.poll(&mut chain);
+    reloader
+        .hangup_flag()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert_eq!(reloader.current().on_fault, FaultPolicy::DeadLetter);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _: PluginsConfig = reloader.current().clone();
+}

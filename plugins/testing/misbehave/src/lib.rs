@@ -1,0 +1,74 @@
+//! A plugin that misbehaves on command, for floe's own tests. Config:
+//! `{ "mode": "trap" | "loop" | "memory" | "init-fail" | "keep", "trigger": "text" }`.
+//! With `trigger`, it misbehaves only on batches where some `after` image holds that exact
+//! text value, and keeps every change otherwise.
+
+wit_bindgen::generate!({
+    path: "../../../wit/floe-plugin@0.1.0",
+    world: "plugin",
+});
+
+use std::cell::RefCell;
+
+use exports::floe::plugin::transform::{Change, Decision, Guest};
+use floe::plugin::types::Value;
+use serde::Deserialize;
+
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    mode: String,
+    trigger: Option<String>,
+}
+
+thread_local! {
+    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
+}
+
+struct Misbehave;
+
+impl Guest for Misbehave {
+    fn init(config: String) -> Result<(), String> {
+        let cfg: Config = serde_json::from_str(&config).map_err(|e| e.to_string())?;
+        if cfg.mode == "init-fail" {
+            return Err("misbehave: failing init as configured".into());
+        }
+        CONFIG.with(|c| *c.borrow_mut() = cfg);
+        Ok(())
+    }
+
+    fn process(changes: Vec<Change>) -> Vec<Decision> {
+        let cfg = CONFIG.with(|c| c.borrow().clone());
+        let triggered = match &cfg.trigger {
+            None => true,
+            Some(t) => changes.iter().any(|c| {
+                c.after
+                    .iter()
+                    .flatten()
+                    .any(|f| matches!(&f.value, Value::Text(s) if s == t))
+            }),
+        };
+        if triggered {
+            match cfg.mode.as_str() {
+                "trap" => panic!("misbehave: trapping as configured"),
+                "loop" => {
+                    let mut n: u64 = 0;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                "memory" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 16 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                _ => {}
+            }
+        }
+        changes.iter().map(|_| Decision::Keep(Vec::new())).collect()
+    }
+}
+
+export!(Misbehave);

@@ -1,0 +1,64 @@
+//! floe's default validator. Its rules come from config, so users extend them per table (one
+//! chain entry per set of tables). Each rule names a column and a check; a change whose `after`
+//! image fails any rule is rejected with every failure in the reason. Deletes always pass: the
+//! warehouse must see them whatever the row held.
+//!
+//! ```toml
+//! rules = [
+//!   { column = "transaction_id", check = "required" },
+//!   { column = "transaction_id", check = "unique-in-batch" },
+//!   { column = "user_id", check = "integer" },
+//!   { column = "user_id", check = "positive" },
+//!   { column = "amount", check = "numeric" },
+//!   { column = "amount", check = "range", min = 0, max = 1000000 },
+//!   { column = "status", check = "one-of", values = ["pending", "completed"] },
+//!   { column = "currency", check = "regex", pattern = "^[A-Z]{3}$" },
+//!   { column = "description", check = "max-length", max = 500 },
+//! ]
+//! ```
+//! Every check but `required` passes on NULL and on values the source did not send (unchanged
+//! TOAST): they say what a present value must look like.
+
+mod rules;
+
+wit_bindgen::generate!({
+    path: "../../wit/floe-plugin@0.1.0",
+    world: "plugin",
+});
+
+use std::cell::RefCell;
+
+use exports::floe::plugin::transform::{Change, Decision, Guest};
+use floe::plugin::log::{log, Level};
+
+use rules::RuleSet;
+
+thread_local! {
+    static RULES: RefCell<Option<RuleSet>> = const { RefCell::new(None) };
+}
+
+struct Validator;
+
+impl Guest for Validator {
+    fn init(config: String) -> Result<(), String> {
+        let set = RuleSet::from_json(&config)?;
+        log(
+            Level::Info,
+            &format!("validator ready with {} rules", set.len()),
+        );
+        RULES.with(|r| *r.borrow_mut() = Some(set));
+        Ok(())
+    }
+
+    fn process(changes: Vec<Change>) -> Vec<Decision> {
+        RULES.with(|r| match &*r.borrow() {
+            Some(set) => set.decide(&changes),
+            None => changes
+                .iter()
+                .map(|_| Decision::Reject("validator: init was not called".into()))
+                .collect(),
+        })
+    }
+}
+
+export!(Validator);

@@ -1,0 +1,267 @@
+//! The rules and how a batch is checked against them.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::exports::floe::plugin::transform::{Change, Decision};
+use crate::floe::plugin::types::{Field, Op, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    rules: Vec<RuleConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleConfig {
+    column: String,
+    check: String,
+    #[serde(default)]
+    values: Vec<serde_json::Value>,
+    min: Option<f64>,
+    max: Option<f64>,
+    pattern: Option<String>,
+}
+
+enum Check {
+    Required,
+    Integer,
+    Positive,
+    Numeric,
+    OneOf(Vec<String>),
+    Range(Option<f64>, Option<f64>),
+    Regex(regex_lite::Regex, String),
+    MaxLength(usize),
+    UniqueInBatch,
+}
+
+struct Rule {
+    column: String,
+    check: Check,
+}
+
+/// The configured rules.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    pub fn from_json(text: &str) -> Result<RuleSet, String> {
+        let cfg: Config =
+            serde_json::from_str(text).map_err(|e| format!("validator config: {e}"))?;
+        if cfg.rules.is_empty() {
+            return Err("validator config: `rules` is empty; nothing would be checked".into());
+        }
+        let rules = cfg
+            .rules
+            .into_iter()
+            .map(|r| {
+                let check = match r.check.as_str() {
+                    "required" => Check::Required,
+                    "integer" => Check::Integer,
+                    "positive" => Check::Positive,
+                    "numeric" => Check::Numeric,
+                    "one-of" if !r.values.is_empty() => Check::OneOf(
+                        r.values
+                            .iter()
+                            .map(|v| match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect(),
+                    ),
+                    "one-of" => return Err(format!("rule one-of on `{}` needs `values`", r.column)),
+                    "range" if r.min.is_some() || r.max.is_some() => Check::Range(r.min, r.max),
+                    "range" => return Err(format!("rule range on `{}` needs `min` or `max`", r.column)),
+                    "regex" => {
+                        let p = r
+                            .pattern
+                            .ok_or_else(|| format!("rule regex on `{}` needs `pattern`", r.column))?;
+                        let re = regex_lite::Regex::new(&p)
+                            .map_err(|e| format!("rule regex on `{}`: {e}", r.column))?;
+                        Check::Regex(re, p)
+                    }
+                    "max-length" => match r.max {
+                        Some(m) if m >= 0.0 => Check::MaxLength(m as usize),
+                        _ => return Err(format!("rule max-length on `{}` needs `max`", r.column)),
+                    },
+                    "unique-in-batch" => Check::UniqueInBatch,
+                    other => {
+                        return Err(format!(
+                            "unknown check `{other}` on `{}` (known: required, integer, positive, numeric, one-of, range, regex, max-length, unique-in-batch)",
+                            r.column
+                        ))
+                    }
+                };
+                Ok(Rule { column: r.column, check })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(RuleSet { rules })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// One decision per change, in order.
+    pub fn decide(&self, changes: &[Change]) -> Vec<Decision> {
+        // Values of unique-in-batch columns among rows created in this batch, per rule.
+        let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); self.rules.len()];
+        changes
+            .iter()
+            .map(|change| {
+                let after = match (&change.op, &change.after) {
+                    (Op::Delete, _) | (_, None) => {
+                        // A deleted row frees its values for a later insert in the batch.
+                        for (i, rule) in self.rules.iter().enumerate() {
+                            if let Check::UniqueInBatch = rule.check {
+                                let image = change.before.as_deref().unwrap_or(&change.key);
+                                if let Some(v) = find(image, &rule.column).and_then(key_text) {
+                                    seen[i].remove(&v);
+                                }
+                            }
+                        }
+                        return Decision::Keep(Vec::new());
+                    }
+                    (_, Some(after)) => after,
+                };
+                let mut failures = Vec::new();
+                for (i, rule) in self.rules.iter().enumerate() {
+                    let value = find(after, &rule.column);
+                    if let Some(why) = check(rule, value, &change.op, &mut seen[i]) {
+                        failures.push(format!("{}: {why}", rule.column));
+                    }
+                }
+                if failures.is_empty() {
+                    Decision::Keep(Vec::new())
+                } else {
+                    Decision::Reject(failures.join("; "))
+                }
+            })
+            .collect()
+    }
+}
+
+fn find<'a>(image: &'a [Field], column: &str) -> Option<&'a Value> {
+    image.iter().find(|f| f.name == column).map(|f| &f.value)
+}
+
+/// Why `value` fails `rule`, if it does.
+fn check(
+    rule: &Rule,
+    value: Option<&Value>,
+    op: &Op,
+    seen: &mut HashSet<String>,
+) -> Option<String> {
+    let value = match value {
+        None | Some(Value::Null) => {
+            return matches!(rule.check, Check::Required).then(|| "is required".to_string())
+        }
+        Some(Value::Unchanged) => return None,
+        Some(v) => v,
+    };
+    match &rule.check {
+        Check::Required => None,
+        Check::Integer => match value {
+            Value::Integer(_) => None,
+            Value::Decimal(s) | Value::Text(s) if is_integer_text(s) => None,
+            _ => Some("must be an integer".into()),
+        },
+        Check::Positive => match number(value) {
+            Some(n) if n > 0.0 => None,
+            _ => Some("must be positive".into()),
+        },
+        Check::Numeric => match number(value) {
+            Some(n) if n.is_finite() => None,
+            _ => Some("must be a number".into()),
+        },
+        Check::OneOf(allowed) => {
+            let text = display(value);
+            if allowed.contains(&text) {
+                None
+            } else {
+                Some(format!("must be one of {}", allowed.join(", ")))
+            }
+        }
+        Check::Range(min, max) => {
+            let n = number(value)?;
+            let below = min.is_some_and(|m| n < m);
+            let above = max.is_some_and(|m| n > m);
+            (below || above).then(|| match (min, max) {
+                (Some(a), Some(b)) => format!("must be between {a} and {b}"),
+                (Some(a), None) => format!("must be at least {a}"),
+                (None, Some(b)) => format!("must be at most {b}"),
+                (None, None) => String::new(),
+            })
+        }
+        Check::Regex(re, pattern) => {
+            (!re.is_match(&display(value))).then(|| format!("must match {pattern}"))
+        }
+        Check::MaxLength(max) => {
+            let len = match value {
+                Value::Bytes(b) => b.len(),
+                other => display(other).chars().count(),
+            };
+            (len > *max).then(|| format!("longer than {max} characters"))
+        }
+        Check::UniqueInBatch => {
+            if !matches!(op, Op::Create | Op::Read) {
+                return None;
+            }
+            let text = key_text(value)?;
+            if seen.insert(text.clone()) {
+                None
+            } else {
+                Some(format!("duplicate value {text} in the batch"))
+            }
+        }
+    }
+}
+
+fn is_integer_text(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let digits = digits.split_once('.').map_or(digits, |(int, frac)| {
+        if frac.bytes().all(|b| b == b'0') {
+            int
+        } else {
+            ""
+        }
+    });
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        Value::Decimal(s) | Value::Text(s) => s.trim().parse::<f64>().ok().filter(|n| !n.is_nan()),
+        _ => None,
+    }
+}
+
+/// A value as text, for one-of, regex and length checks.
+fn display(value: &Value) -> String {
+    match value {
+        Value::Null | Value::Unchanged => String::new(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(s)
+        | Value::Text(s)
+        | Value::Date(s)
+        | Value::Time(s)
+        | Value::Timestamp(s)
+        | Value::Timestamptz(s)
+        | Value::Json(s) => s.clone(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+fn key_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null | Value::Unchanged => None,
+        other => Some(display(other)),
+    }
+}
