@@ -8,8 +8,9 @@ VENV=${FLOE_CACHE:-$ROOT/.cache}/venv
 FLOE=target/release/floe
 
 bash scripts/stack.sh up
-echo "== building floe"
+echo "== building floe and its plugins"
 cargo build --release --locked
+bash scripts/build-plugins.sh
 echo "== generating a workload on PostgreSQL (inserts, updates, deletes, a mixed load)"
 "$FLOE" generate insert --count 500
 "$FLOE" generate update --count 200

@@ -61,6 +61,7 @@ install() {
   command -v python3 >/dev/null || apt_needed+=(python3 python3-venv)
   command -v cc >/dev/null || apt_needed+=(build-essential)
   command -v cmake >/dev/null || apt_needed+=(cmake)
+  command -v npm >/dev/null || apt_needed+=(nodejs npm)   # the JavaScript example plugin
   if ((${#apt_needed[@]})); then
     say "installing Debian packages: ${apt_needed[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
@@ -71,6 +72,9 @@ install() {
       rustup component list --installed 2>/dev/null | grep -q "^$component" \
         || rustup component add "$component" >/dev/null
     done
+    # Plugins are WebAssembly components built for this target.
+    rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' \
+      || rustup target add wasm32-wasip2 >/dev/null
   fi
 
   if [ ! -f "$STACK/kafka-libs/.complete" ]; then

@@ -10,8 +10,10 @@ bash scripts/stack.sh install
 echo "== lint (rustfmt, clippy)"
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
-echo "== build"
+echo "== build (floe, then the plugins for wasm32-wasip2)"
 cargo build --release --locked
+bash scripts/build-plugins.sh
+(cd plugins && cargo fmt --all --check && cargo clippy --release --locked --target wasm32-wasip2 --quiet -- -D warnings)
 echo "== unit tests"
 cargo test --release --locked
 echo "== fresh local stack"

@@ -85,12 +85,12 @@ class Run:
 class Floe:
     """One floe process, logging to .cache/test-logs/<name>.log."""
 
-    def __init__(self, run: Run, *args: str, **env: str):
+    def __init__(self, run: Run, *args: str, config: Path = CONFIG, **env: str):
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"{run.name}-{run.suffix}.log"
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(FLOE_BIN), "run", "--config", str(CONFIG), *args],
+            [str(FLOE_BIN), "run", "--config", str(config), *args],
             cwd=ROOT, env=run.env(**env), stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -111,9 +111,10 @@ class Floe:
         return self.log_path.read_text(errors="replace")
 
 
-def run_until_idle(run: Run, idle_secs: int = 6, timeout: float = 600, **env: str) -> Floe:
+def run_until_idle(run: Run, idle_secs: int = 6, timeout: float = 600, config: Path = CONFIG,
+                   **env: str) -> Floe:
     """Runs floe until it has loaded everything in the topic; fails on a non-zero exit."""
-    floe = Floe(run, "--exit-when-idle", str(idle_secs), **env)
+    floe = Floe(run, "--exit-when-idle", str(idle_secs), config=config, **env)
     code = floe.wait(timeout)
     assert code == 0, f"floe exited with {code}; log: {floe.log_path}\n{floe.output()[-3000:]}"
     return floe
@@ -151,6 +152,43 @@ def generate(*args: str, seed: int = 1) -> str:
     return out.stdout
 
 
+def config_with_plugins(run: Run, plugins_toml: str) -> Path:
+    """A copy of config/local.toml whose [plugins] section is `plugins_toml`; returns its path."""
+    base = CONFIG.read_text().split("\n[plugins]")[0]
+    path = LOGS / f"{run.name}-{run.suffix}.toml"
+    LOGS.mkdir(parents=True, exist_ok=True)
+    path.write_text(base + "\n" + plugins_toml)
+    return path
+
+
+def local_plugins_section() -> str:
+    """The [plugins] section of config/local.toml (validator and enricher)."""
+    return "[plugins]" + CONFIG.read_text().split("\n[plugins]", 1)[1]
+
+
+def dlq_messages(run: Run, stage: str, expect: int, timeout: float = 30) -> list:
+    """This run's dead-letter messages of `stage`, waiting for `expect` of them."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": f"check-{run.suffix}-{stage}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([run.dlq])
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < expect and time.time() < deadline:
+        m = consumer.poll(1.0)
+        if m is not None and m.error() is None and dict(m.headers() or []).get("floe.stage") == stage.encode():
+            got.append(m)
+    # Anything more that arrives shortly after is also this stage's: the caller checks counts.
+    end = time.time() + 2
+    while time.time() < end:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None and dict(m.headers() or []).get("floe.stage") == stage.encode():
+            got.append(m)
+    consumer.close()
+    return got
+
+
 def stack(*args: str) -> None:
     subprocess.run(["bash", str(STACK), *args], check=True, timeout=300)
 
@@ -169,10 +207,14 @@ def _norm(col: str, v):
     return v
 
 
-def source_rows(pg: psycopg.Connection) -> dict[int, tuple]:
+def source_rows(pg: psycopg.Connection, exclude: frozenset[int] = frozenset()) -> dict[int, tuple]:
     with pg.cursor() as cur:
         cur.execute(f"SELECT {', '.join(COLUMNS)} FROM transactions")
-        return {r[0]: tuple(_norm(c, v) for c, v in zip(COLUMNS, r)) for r in cur.fetchall()}
+        return {
+            r[0]: tuple(_norm(c, v) for c, v in zip(COLUMNS, r))
+            for r in cur.fetchall()
+            if r[0] not in exclude
+        }
 
 
 def target_rows(wh, table: str) -> tuple[dict[int, tuple], dict[int, bool], list[int]]:
@@ -192,10 +234,12 @@ def target_rows(wh, table: str) -> tuple[dict[int, tuple], dict[int, bool], list
     return live, deleted, [k for k, n in seen.items() if n > 1]
 
 
-def parity_problems(pg, table: str, delete_mode: str = "soft", limit: int = 8) -> list[str]:
-    """Every way the target differs from the source; empty when they match row for row.
+def parity_problems(pg, table: str, delete_mode: str = "soft", limit: int = 8,
+                    exclude: frozenset[int] = frozenset()) -> list[str]:
+    """Every way the target differs from the source (leaving out the `exclude` keys, rows the
+    plugins were expected to refuse); empty when they match row for row.
     Opens its own warehouse session: the stand-in may have restarted since the test began."""
-    src = source_rows(pg)
+    src = source_rows(pg, exclude)
     try:
         wh = warehouse_connect()
         try:
@@ -227,10 +271,11 @@ def parity_problems(pg, table: str, delete_mode: str = "soft", limit: int = 8) -
     return problems
 
 
-def wait_for_parity(pg, table: str, delete_mode: str = "soft", timeout: float = 120) -> list[str]:
+def wait_for_parity(pg, table: str, delete_mode: str = "soft", timeout: float = 120,
+                    exclude: frozenset[int] = frozenset()) -> list[str]:
     deadline = time.time() + timeout
     while True:
-        problems = parity_problems(pg, table, delete_mode)
+        problems = parity_problems(pg, table, delete_mode, exclude=exclude)
         if not problems or time.time() > deadline:
             return problems
         time.sleep(2)

@@ -137,6 +137,9 @@ fn from_wit(v: Value) -> (Cell, ColumnType) {
 #[derive(Default)]
 pub struct ColumnCache {
     lists: Vec<Arc<[Column]>>,
+    /// The type each added column had when a plugin last set it to a non-NULL value, so a
+    /// column set to NULL keeps its type.
+    learned: std::collections::HashMap<String, ColumnType>,
 }
 
 impl ColumnCache {
@@ -165,7 +168,16 @@ pub fn apply_edits(change: &mut Change, edits: Vec<Edit>, cache: &mut ColumnCach
     for edit in edits {
         match edit {
             Edit::Set(Field { name, value }) => {
-                let (cell, ty) = from_wit(value);
+                let (cell, mut ty) = from_wit(value);
+                if ty == ColumnType::Unknown {
+                    ty = cache
+                        .learned
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or(ColumnType::Unknown);
+                } else if cache.learned.get(&name) != Some(&ty) {
+                    cache.learned.insert(name.clone(), ty.clone());
+                }
                 match columns.iter().position(|c| *c.name == *name) {
                     // An existing column keeps its declared type: the value is loaded into it.
                     Some(i) => after.cells[i] = cell,

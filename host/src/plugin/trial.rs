@@ -27,7 +27,7 @@ pub fn run(
     batch: usize,
     out: &mut impl Write,
 ) -> anyhow::Result<(usize, usize, usize, usize)> {
-    let engine = PluginEngine::new(None)?;
+    let engine = PluginEngine::new(Some(std::env::temp_dir().join("floe-plugin-cache")))?;
     let mut plugin = engine.load(spec)?;
     let file =
         std::fs::File::open(events).with_context(|| format!("cannot open {}", events.display()))?;

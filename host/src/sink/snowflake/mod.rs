@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use self::client::SnowflakeClient;
 use self::merge::{MergePlan, MAX_PAYLOAD_BYTES};
 use self::schema::{
-    create_rejects_sql, create_stage_sql, create_target_sql, ident, insert_rejects_sql,
+    create_rejects_sql, create_stage_sql, create_target_sql, ident, insert_rejects_sql, sql_type,
     target_columns, warehouse_name, TargetColumn,
 };
 use super::SinkError;
@@ -262,9 +262,15 @@ impl SnowflakeSink {
                     .into(),
             });
         }
-        let typed = columns.iter().all(|c| c.ty != ColumnType::Unknown);
+        // Events with an embedded schema type every source column, keys included; a column
+        // still untyped then is one a plugin added with only NULLs so far.
+        let typed = key_names.iter().all(|k| {
+            columns
+                .iter()
+                .any(|c| c.name == *k && c.ty != ColumnType::Unknown)
+        });
         let target_cols = if typed {
-            let cols = target_columns(columns);
+            let mut cols = target_columns(columns);
             let key: Vec<String> = key_names.iter().map(|k| warehouse_name(k)).collect();
             self.client
                 .execute(&create_target_sql(&target, &cols, &key))
@@ -272,6 +278,13 @@ impl SnowflakeSink {
             // Columns the table lacks (new source columns, or columns a plugin adds) are added;
             // existing ones are never dropped or retyped.
             let existing = self.column_types(table).await?;
+            for (c, source) in cols.iter_mut().zip(columns.iter()) {
+                if source.ty == ColumnType::Unknown {
+                    if let Some(t) = existing.get(&c.name) {
+                        c.sql_type = t.clone();
+                    }
+                }
+            }
             for c in &cols {
                 if !existing.contains_key(&c.name) {
                     self.client
@@ -379,22 +392,37 @@ impl SnowflakeSink {
                     .into(),
             });
         }
-        columns
-            .iter()
-            .map(|c| {
-                let wname = warehouse_name(&c.name);
-                types
-                    .get(&wname)
-                    .map(|t| TargetColumn {
-                        name: wname.clone(),
-                        sql_type: t.clone(),
-                    })
-                    .ok_or_else(|| SinkError::Table {
+        let mut out = Vec::with_capacity(columns.len());
+        for c in columns {
+            let wname = warehouse_name(&c.name);
+            let sql_type = match (types.get(&wname), &c.ty) {
+                (Some(t), _) => t.clone(),
+                (None, ColumnType::Unknown) => {
+                    return Err(SinkError::Table {
                         table: name.clone(),
                         reason: format!("column {wname} is missing from the target table"),
                     })
-            })
-            .collect()
+                }
+                // A column whose type is known (a plugin added it): add it to the table.
+                (None, ty) => {
+                    let t = sql_type(ty);
+                    self.client
+                        .execute(&format!(
+                            "ALTER TABLE {} ADD COLUMN {} {t}",
+                            self.target_name(table),
+                            ident(&wname)
+                        ))
+                        .await?;
+                    info!(table = %name, column = %wname, r#type = %t, "added a column to the target table");
+                    t
+                }
+            };
+            out.push(TargetColumn {
+                name: wname,
+                sql_type,
+            });
+        }
+        Ok(out)
     }
 
     async fn run_sql_file(&mut self, path: &std::path::Path) -> Result<(), SinkError> {

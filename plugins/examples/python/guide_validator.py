@@ -1,0 +1,112 @@
+"""The guide's validation rules as a floe plugin, in Python (componentize-py).
+
+transaction_id present and unique in the batch, user_id a positive integer, amount a valid
+number when present, status one of the allowed values. Its twin is floe's Rust validator with
+the same rules as config (config/local.toml): both must reach the same decisions with the same
+reasons, and floe's tests check that they do.
+
+Build: scripts/build-plugins.sh (or: componentize-py -d ../../../wit/floe-plugin@0.1.0 -w plugin
+componentize guide_validator -o guide_validator.wasm)
+"""
+
+import math
+
+from wit_world import exports
+from wit_world.imports import types as t
+from wit_world.imports.log import Level, log
+
+ALLOWED_STATUSES = ["pending", "completed", "failed", "refunded", "cancelled"]
+
+
+def find(fields, name):
+    for f in fields:
+        if f.name == name:
+            return f.value
+    return None
+
+
+def number(value):
+    """The value as a float, if it is one (NaN is not)."""
+    if isinstance(value, (t.Value_Integer, t.Value_Float)):
+        return float(value.value)
+    if isinstance(value, (t.Value_Decimal, t.Value_Text)):
+        try:
+            n = float(value.value.strip())
+        except ValueError:
+            return None
+        return None if math.isnan(n) else n
+    return None
+
+
+def is_integer_text(s):
+    digits = s[1:] if s[:1] in ("+", "-") else s
+    if "." in digits:
+        whole, frac = digits.split(".", 1)
+        digits = whole if all(c == "0" for c in frac) else ""
+    return digits != "" and all(c in "0123456789" for c in digits)
+
+
+def text(value):
+    if isinstance(value, (t.Value_Null, t.Value_Unchanged)):
+        return ""
+    if isinstance(value, t.Value_Boolean):
+        return "true" if value.value else "false"
+    return str(value.value)
+
+
+def absent(value):
+    return value is None or isinstance(value, t.Value_Null)
+
+
+class Transform(exports.Transform):
+    def init(self, config: str) -> None:
+        log(Level.INFO, "guide validator (Python) ready")
+
+    def process(self, changes):
+        seen = set()
+        decisions = []
+        for change in changes:
+            if change.op == t.Op.DELETE or change.after is None:
+                # A deleted row frees its id for a later insert in the batch.
+                image = change.before if change.before is not None else change.key
+                v = find(image, "transaction_id")
+                if not absent(v) and not isinstance(v, t.Value_Unchanged):
+                    seen.discard(text(v))
+                decisions.append(t.Decision_Keep([]))
+                continue
+            failures = []
+            after = change.after
+
+            tid = find(after, "transaction_id")
+            if absent(tid):
+                failures.append("transaction_id: is required")
+            elif not isinstance(tid, t.Value_Unchanged) and change.op in (t.Op.CREATE, t.Op.READ):
+                if text(tid) in seen:
+                    failures.append(f"transaction_id: duplicate value {text(tid)} in the batch")
+                seen.add(text(tid))
+
+            user = find(after, "user_id")
+            if absent(user):
+                failures.append("user_id: is required")
+            elif not isinstance(user, t.Value_Unchanged):
+                integer = isinstance(user, t.Value_Integer) or (
+                    isinstance(user, (t.Value_Decimal, t.Value_Text)) and is_integer_text(user.value))
+                if not integer:
+                    failures.append("user_id: must be an integer")
+                n = number(user)
+                if n is None or not n > 0:
+                    failures.append("user_id: must be positive")
+
+            amount = find(after, "amount")
+            if not absent(amount) and not isinstance(amount, t.Value_Unchanged):
+                n = number(amount)
+                if n is None or not math.isfinite(n):
+                    failures.append("amount: must be a number")
+
+            status = find(after, "status")
+            if not absent(status) and not isinstance(status, t.Value_Unchanged):
+                if text(status) not in ALLOWED_STATUSES:
+                    failures.append(f"status: must be one of {', '.join(ALLOWED_STATUSES)}")
+
+            decisions.append(t.Decision_Reject("; ".join(failures)) if failures else t.Decision_Keep([]))
+        return decisions
