@@ -2,7 +2,9 @@
 # `make bench`: throughput figures, printed as name=value lines.
 #  1. decode_batch_*: decode → fold → MERGE payload on captured Debezium events, one core, no
 #     network (host/benches/decode_batch.rs).
-#  2. e2e_events_per_sec: a backlog of at least 100,000 Debezium events drained from Kafka into
+#  2. plugin_chain_*: decode → validator → enricher (the default plugins) in batches of 100,
+#     one core, no network (host/benches/plugin_chain.rs).
+#  3. e2e_events_per_sec: a backlog of at least 100,000 Debezium events drained from Kafka into
 #     the Snowflake stand-in by one floe process, from a fresh consumer group.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,6 +14,10 @@ BACKLOG=${FLOE_BENCH_BACKLOG:-100000}
 
 echo "== decode → batch → MERGE payload (one core)"
 taskset -c 0 cargo bench --locked --bench decode_batch 2>/dev/null | grep '='
+
+echo "== decode → validator → enricher, batches of 100 (one core)"
+bash scripts/build-plugins.sh >/dev/null
+taskset -c 0 cargo bench --locked --bench plugin_chain 2>/dev/null | grep '='
 
 echo "== end to end: a ${BACKLOG}-event backlog from Kafka into the stand-in"
 bash scripts/stack.sh up >/dev/null

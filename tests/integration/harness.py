@@ -115,7 +115,11 @@ def run_until_idle(run: Run, idle_secs: int = 6, timeout: float = 600, config: P
                    **env: str) -> Floe:
     """Runs floe until it has loaded everything in the topic; fails on a non-zero exit."""
     floe = Floe(run, "--exit-when-idle", str(idle_secs), config=config, **env)
-    code = floe.wait(timeout)
+    try:
+        code = floe.wait(timeout)
+    except subprocess.TimeoutExpired:
+        floe.kill9()  # never leave a floe running behind a failed test
+        raise AssertionError(f"floe did not catch up in {timeout}s; log: {floe.log_path}\n{floe.output()[-3000:]}")
     assert code == 0, f"floe exited with {code}; log: {floe.log_path}\n{floe.output()[-3000:]}"
     return floe
 

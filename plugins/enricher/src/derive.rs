@@ -126,6 +126,8 @@ impl Enrichment {
                 {
                     Value::Date(s[..10].to_string())
                 }
+                // Events without a schema carry timestamps as text.
+                Some(Value::Text(s)) if is_iso_date(s) => Value::Date(s[..10].to_string()),
                 Some(Value::Unchanged) => Value::Unchanged,
                 _ => Value::Null,
             };
@@ -185,6 +187,17 @@ impl Enrichment {
 
 fn find<'a>(image: &'a [Field], column: &str) -> Option<&'a Value> {
     image.iter().find(|f| f.name == column).map(|f| &f.value)
+}
+
+/// Whether `s` starts with an ISO-8601 date (`YYYY-MM-DD`).
+fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit())
 }
 
 fn number(value: &Value) -> Option<f64> {
