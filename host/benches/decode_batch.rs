@@ -2,7 +2,6 @@
 //! stack (`benches/fixtures/`, made by `scripts/capture_fixture.sh`). No network, one thread.
 //! Prints `decode_batch_records_per_sec=N` and the cost per record.
 
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -13,26 +12,11 @@ use floe::decode::{Decoded, JsonDecoder};
 use floe::sink::snowflake::merge::{MergePlan, MAX_PAYLOAD_BYTES};
 use floe::sink::snowflake::schema::{ident, target_columns};
 
-const BATCH: usize = 100;
+mod common;
 
-fn load_fixture() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let path = std::env::var("FLOE_BENCH_FIXTURE").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/fixtures/debezium-transactions.jsonl.gz"
-        )
-        .into()
-    });
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    BufReader::new(flate2::read::GzDecoder::new(file))
-        .lines()
-        .map(|l| l.expect("fixture line"))
-        .filter_map(|l| {
-            let (k, v) = l.split_once('\t')?;
-            (v != "null").then(|| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        })
-        .collect()
-}
+use common::load_fixture;
+
+const BATCH: usize = 100;
 
 fn main() {
     // FLOE_BENCH_EVENTS: fewer events for instruction counting under valgrind.

@@ -3,7 +3,6 @@
 //! Needs `plugins/dist/` (scripts/build-plugins.sh; `make bench` builds it).
 //! Prints `plugin_chain_records_per_sec=N` and the µs per record of decode and of each plugin.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,19 +11,14 @@ use floe::config::PluginConfig;
 use floe::decode::{Decoded, JsonDecoder};
 use floe::plugin::{Outcome, PluginChain, PluginEngine};
 
+mod common;
+
+use common::load_fixture;
+
 const BATCH: usize = 100;
 
-const VALIDATOR: &str = r#"
-rules = [
-  { column = "transaction_id", check = "required" },
-  { column = "transaction_id", check = "unique-in-batch" },
-  { column = "user_id", check = "required" },
-  { column = "user_id", check = "integer" },
-  { column = "user_id", check = "positive" },
-  { column = "amount", check = "numeric" },
-  { column = "status", check = "one-of", values = ["pending", "completed", "failed", "refunded", "cancelled"] },
-]
-"#;
+/// The guide's rules, as the tests and config/local.toml have them.
+const VALIDATOR: &str = include_str!("../../tests/plugins/guide-validator.toml");
 
 const ENRICHER: &str = r#"
 dates = { transaction_date = "created_at" }
@@ -33,25 +27,6 @@ flags = [{ column = "amount", to = "is_high_value", min = 1000 }]
 static = { environment = "bench", pipeline_version = "0.1.0" }
 processed_at = "processed_at"
 "#;
-
-fn load_fixture() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let path = std::env::var("FLOE_BENCH_FIXTURE").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/fixtures/debezium-transactions.jsonl.gz"
-        )
-        .into()
-    });
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    BufReader::new(flate2::read::GzDecoder::new(file))
-        .lines()
-        .map(|l| l.expect("fixture line"))
-        .filter_map(|l| {
-            let (k, v) = l.split_once('\t')?;
-            (v != "null").then(|| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        })
-        .collect()
-}
 
 fn plugin(name: &str, config: &str, grants: &[&str]) -> PluginConfig {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

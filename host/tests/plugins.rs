@@ -39,17 +39,7 @@ fn spec(name: &str, path: PathBuf, config: &str) -> PluginConfig {
     }
 }
 
-const GUIDE_RULES: &str = r#"
-rules = [
-  { column = "transaction_id", check = "required" },
-  { column = "transaction_id", check = "unique-in-batch" },
-  { column = "user_id", check = "required" },
-  { column = "user_id", check = "integer" },
-  { column = "user_id", check = "positive" },
-  { column = "amount", check = "numeric" },
-  { column = "status", check = "one-of", values = ["pending", "completed", "failed", "refunded", "cancelled"] },
-]
-"#;
+const GUIDE_RULES: &str = include_str!("../../tests/plugins/guide-validator.toml");
 
 const ENRICHMENT: &str = r#"
 dates = { transaction_date = "created_at" }
@@ -419,4 +409,69 @@ fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
     assert_eq!(reloader.current().on_fault, FaultPolicy::DeadLetter);
     let _ = std::fs::remove_dir_all(&dir);
     let _: PluginsConfig = reloader.current().clone();
+}
+
+#[test]
+fn validator_range_regex_and_max_length() {
+    let rules = r#"
+rules = [
+  { column = "amount", check = "range", min = 0, max = 100 },
+  { column = "status", check = "regex", pattern = "^[a-z]+$" },
+  { column = "status", check = "max-length", max = 7 },
+]
+"#;
+    let mut chain = PluginChain::build(
+        &engine(),
+        &[spec("validator", dist("validator.wasm"), rules)],
+    )
+    .expect("validator loads");
+    let mut changes = vec![
+        change(Op::Create, 1, json!(7), json!("100.00"), "pending"),
+        change(Op::Create, 2, json!(7), json!("100.01"), "pending"),
+        change(Op::Create, 3, json!(7), json!("-1"), "Pending"),
+        change(Op::Create, 4, json!(7), Value::Null, "refunded"),
+    ];
+    let reject = |reason: &str| Outcome::Reject {
+        plugin: "validator".into(),
+        reason: reason.into(),
+    };
+    assert_eq!(
+        chain.run(&mut changes),
+        vec![
+            Outcome::Keep,
+            reject("amount: must be between 0 and 100"),
+            reject("amount: must be between 0 and 100; status: must match ^[a-z]+$"),
+            reject("status: longer than 7 characters"),
+        ]
+    );
+    let err = PluginChain::build(
+        &engine(),
+        &[spec(
+            "validator",
+            dist("validator.wasm"),
+            "rules = [{ column = \"a\", check = \"sometimes\" }]",
+        )],
+    )
+    .err()
+    .expect("an unknown check is refused");
+    assert!(
+        err.to_string().contains("unknown check `sometimes`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn enricher_hashes_with_salt() {
+    let cfg = "hash = [{ column = \"status\", salt = \"s\" }]";
+    let mut chain = PluginChain::build(&engine(), &[spec("enricher", dist("enricher.wasm"), cfg)])
+        .expect("enricher loads");
+    let mut changes = vec![change(Op::Create, 1, json!(7), json!("1.00"), "pending")];
+    chain.run(&mut changes);
+    // SHA-256 of "spending", hex.
+    assert_eq!(
+        cell(&changes[0], "status"),
+        Some(&Cell::Value(json!(
+            "262cd7e8d3156b5b97113a373c84d53289db4530e285d5c8db3e9874abc891a9"
+        )))
+    );
 }

@@ -322,41 +322,32 @@ impl LoadedPlugin {
                 reason: format!("restart after a fault failed: {e}"),
             })?;
         }
-        let fault = |reason: String| PluginError::Fault {
-            plugin: self.name.clone(),
-            reason,
+        let Some((mut store, instance)) = self.running.take() else {
+            return Err(self.fault("no running instance".into()));
         };
-        let Some((store, instance)) = self.running.as_mut() else {
-            return Err(fault("no running instance".into()));
-        };
-        let ticks = self
-            .spec
-            .timeout_ms
-            .div_ceil(EPOCH_TICK.as_millis() as u64)
-            .max(1);
-        store.set_epoch_deadline(ticks);
-        if let Some(fuel) = self.spec.fuel {
-            let _ = store.set_fuel(fuel);
-        }
+        self.arm(&mut store);
         match instance
             .floe_plugin_transform()
-            .call_process(&mut *store, changes)
+            .call_process(&mut store, changes)
         {
-            Ok(decisions) if decisions.len() == changes.len() => Ok(decisions),
-            Ok(decisions) => {
-                let reason = format!(
-                    "returned {} decisions for {} changes",
-                    decisions.len(),
-                    changes.len()
-                );
-                self.running = None;
-                Err(fault(reason))
+            Ok(decisions) if decisions.len() == changes.len() => {
+                self.running = Some((store, instance));
+                Ok(decisions)
             }
-            Err(e) => {
-                let reason = explain(&e, store, &self.spec);
-                self.running = None;
-                Err(fault(reason))
-            }
+            // A fault leaves the instance behind: the next call starts a fresh one.
+            Ok(decisions) => Err(self.fault(format!(
+                "returned {} decisions for {} changes",
+                decisions.len(),
+                changes.len()
+            ))),
+            Err(e) => Err(self.fault(explain(&e, &store, &self.spec))),
+        }
+    }
+
+    fn fault(&self, reason: String) -> PluginError {
+        PluginError::Fault {
+            plugin: self.name.clone(),
+            reason,
         }
     }
 }

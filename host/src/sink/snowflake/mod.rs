@@ -71,33 +71,31 @@ impl SnowflakeSink {
         })
     }
 
-    fn target_name(&self, table: &TableId) -> String {
-        let name = self
-            .cfg
+    /// The warehouse name of a source table's target: `snowflake.table`, or the source name.
+    fn table_name(&self, table: &TableId) -> String {
+        self.cfg
             .table
             .clone()
-            .unwrap_or_else(|| warehouse_name(&table.table));
+            .unwrap_or_else(|| warehouse_name(&table.table))
+    }
+
+    /// `name` qualified with the configured database and schema.
+    fn qualified(&self, name: &str) -> String {
         format!(
             "{}.{}.{}",
             ident(&self.cfg.database),
             ident(&self.cfg.schema),
-            ident(&name)
+            ident(name)
         )
+    }
+
+    fn target_name(&self, table: &TableId) -> String {
+        self.qualified(&self.table_name(table))
     }
 
     /// The rejects table of a source table: `<TARGET>_REJECTS` beside the target.
     fn rejects_name(&self, table: &TableId) -> String {
-        let name = self
-            .cfg
-            .table
-            .clone()
-            .unwrap_or_else(|| warehouse_name(&table.table));
-        format!(
-            "{}.{}.{}",
-            ident(&self.cfg.database),
-            ident(&self.cfg.schema),
-            ident(&format!("{name}_REJECTS"))
-        )
+        self.qualified(&format!("{}_REJECTS", self.table_name(table)))
     }
 
     /// Records rejected changes in their tables' rejects tables (created if missing). A change
@@ -318,13 +316,7 @@ impl SnowflakeSink {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(MergePlan {
-            stage: ident(&format!(
-                "FLOE_STAGE_{}",
-                self.cfg
-                    .table
-                    .clone()
-                    .unwrap_or_else(|| warehouse_name(&table.table))
-            )),
+            stage: ident(&format!("FLOE_STAGE_{}", self.table_name(table))),
             target,
             source_names: columns.iter().map(|c| c.name.clone()).collect(),
             image_columns: columns.clone(),
@@ -339,11 +331,7 @@ impl SnowflakeSink {
         &mut self,
         table: &TableId,
     ) -> Result<HashMap<String, String>, SinkError> {
-        let name = self
-            .cfg
-            .table
-            .clone()
-            .unwrap_or_else(|| warehouse_name(&table.table));
+        let name = self.table_name(table);
         // Identifiers come from config and the source's table name; quote them as literals.
         let sql = format!(
             "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}'",
@@ -378,11 +366,7 @@ impl SnowflakeSink {
         table: &TableId,
         columns: &[Column],
     ) -> Result<Vec<TargetColumn>, SinkError> {
-        let name = self
-            .cfg
-            .table
-            .clone()
-            .unwrap_or_else(|| warehouse_name(&table.table));
+        let name = self.table_name(table);
         let types = self.column_types(table).await?;
         if types.is_empty() {
             return Err(SinkError::Table {
