@@ -42,7 +42,10 @@ js_dir="$ROOT/plugins/examples/javascript"
 js_out="$DIST/examples/guide_validator_js.wasm"
 if [ "$(cat "$js_out.stamp" 2>/dev/null)" != "$(stamp "$js_dir/guide_validator.js" "$js_dir/package-lock.json")" ]; then
   if [ ! -x "$js_dir/node_modules/.bin/componentize-js" ]; then
-    (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    # `npm install`, not `npm ci`: this registry mirror leaves optional platform packages out
+    # of the lock file, which `npm ci` refuses; the versions stay pinned by the lock file.
+    (cd "$js_dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null) \
+      || { echo "npm install failed in $js_dir" >&2; exit 1; }
   fi
   # No wasi:http (componentize-js imports it by default; floe grants no network).
   (cd "$js_dir" && ./node_modules/.bin/componentize-js guide_validator.js --wit "$WIT" -n plugin \
