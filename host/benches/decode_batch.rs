@@ -55,6 +55,7 @@ fn main() {
             Decoded::Tombstone => continue,
         }
         if batcher.is_full() {
+            batcher.seal(|_| true);
             let batch = batcher.take();
             for tb in batch.tables.values() {
                 let plan = plan.get_or_insert_with(|| {

@@ -253,8 +253,12 @@ impl Batcher {
         &self.current
     }
 
-    /// Takes the current batch, leaving an empty one.
+    /// Takes the current batch, leaving an empty one. Changes still pending are sealed into it
+    /// first (all kept), so nothing pushed can vanish.
     pub fn take(&mut self) -> Batch {
+        if self.has_pending() {
+            self.seal(|_| true);
+        }
         self.opened = None;
         std::mem::take(&mut self.current)
     }
@@ -403,6 +407,19 @@ mod tests {
         let batch = b.take();
         assert_eq!((batch.changes, batch.rows()), (2, 1));
         assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn taking_an_unsealed_batch_keeps_every_change() {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 10,
+            max_wait: Duration::from_secs(5),
+        });
+        b.push(change(Op::Create, 1, 1, "a", text("")));
+        b.push(change(Op::Create, 2, 2, "a", text("")));
+        let batch = b.take();
+        assert_eq!((batch.changes, batch.rows()), (2, 2));
+        assert!(b.is_empty() && !b.is_full());
     }
 
     #[test]
