@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The local stack without Docker: PostgreSQL (Debian packages), Apache Kafka in KRaft mode and
-# Kafka Connect with the Debezium PostgreSQL connector (Maven Central), and the fakesnow server
-# (PyPI) standing in for Snowflake. Everything listens on loopback; downloads, data and logs live
-# in the ignored folder $FLOE_CACHE (default .cache/ at the repository root).
+# The local stack without Docker: PostgreSQL (Debian packages), Apache Kafka in KRaft mode,
+# Kafka Connect with the Debezium PostgreSQL connector and Apicurio Registry (a Confluent-compatible
+# Schema Registry) with its Avro converter (Maven Central), and the fakesnow server (PyPI) standing
+# in for Snowflake. Two connectors capture the same table: one writes JSON (topic prefix `cdc`),
+# one writes Avro in Confluent's wire format (topic prefix `cdcavro`). Everything listens on
+# loopback; downloads, data and logs live in the ignored folder $FLOE_CACHE (default .cache/).
 #
 #   scripts/stack.sh install              install what is missing (idempotent, cached)
 #   scripts/stack.sh up | down | status   the whole stack
-#   scripts/stack.sh start|stop COMPONENT postgres | kafka | connect | fakesnow
-#   scripts/stack.sh connector            (re)register the Debezium connector
+#   scripts/stack.sh start|stop COMPONENT postgres | kafka | registry | connect | fakesnow
+#   scripts/stack.sh connector            (re)register the Debezium connectors
 #   scripts/stack.sh reset                down, then delete all data (downloads stay)
 set -euo pipefail
 
@@ -19,8 +21,14 @@ RUN=$STACK/run
 VENV=$CACHE/venv
 PG_PORT=${FLOE_PG_PORT:-5433}
 FAKESNOW_PORT=${FLOE_FAKESNOW_PORT:-8086}
+REGISTRY_PORT=${FLOE_REGISTRY_PORT:-8081}
+REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 CONNECT_URL=http://127.0.0.1:8083
-CONNECTOR_FILE=$ROOT/docker/transaction_connector.json
+CONNECTOR_FILES=("$ROOT/docker/transaction_connector.json" "$ROOT/docker/transaction_connector_avro.json")
+# Maven resolves everything from Maven Central (some POMs name other repositories).
+MVN=(mvn -s "$ROOT/stack/maven/settings.xml" -q -B)
+# Apicurio Registry 3.0.x is the last line that runs on Java 17 (3.1+ needs Java 21).
+APICURIO_VERSION=3.0.9
 
 say() { printf '[stack] %s\n' "$*"; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -80,7 +88,7 @@ install() {
   if [ ! -f "$STACK/kafka-libs/.complete" ]; then
     say "resolving Apache Kafka and Kafka Connect from Maven Central"
     rm -rf "$STACK/kafka-libs"
-    (cd "$ROOT/stack/maven/kafka" && mvn -q -B dependency:copy-dependencies \
+    (cd "$ROOT/stack/maven/kafka" && "${MVN[@]}" dependency:copy-dependencies \
       -DoutputDirectory="$STACK/kafka-libs" -DincludeScope=runtime) >"$LOGS/maven-kafka.log" 2>&1 \
       || die "Maven could not resolve Kafka; read $LOGS/maven-kafka.log"
     touch "$STACK/kafka-libs/.complete"
@@ -88,13 +96,35 @@ install() {
   if [ ! -f "$STACK/connect-plugins/debezium-postgres/.complete" ]; then
     say "resolving the Debezium PostgreSQL connector from Maven Central"
     rm -rf "$STACK/connect-plugins/debezium-postgres"
-    (cd "$ROOT/stack/maven/debezium" && mvn -q -B dependency:copy-dependencies \
+    (cd "$ROOT/stack/maven/debezium" && "${MVN[@]}" dependency:copy-dependencies \
       -DoutputDirectory="$STACK/connect-plugins/debezium-postgres" -DincludeScope=runtime) \
       >"$LOGS/maven-debezium.log" 2>&1 \
       || die "Maven could not resolve Debezium; read $LOGS/maven-debezium.log"
     # The worker provides these; a second copy inside the plugin only causes linkage warnings.
     rm -f "$STACK"/connect-plugins/debezium-postgres/slf4j-api-*.jar
     touch "$STACK/connect-plugins/debezium-postgres/.complete"
+  fi
+  if [ ! -f "$STACK/connect-plugins/apicurio-converter/.complete" ]; then
+    say "resolving Apicurio's Avro converter for Kafka Connect from Maven Central"
+    rm -rf "$STACK/connect-plugins/apicurio-converter"
+    (cd "$ROOT/stack/maven/apicurio" && "${MVN[@]}" dependency:copy-dependencies \
+      -DoutputDirectory="$STACK/connect-plugins/apicurio-converter" -DincludeScope=runtime) \
+      >"$LOGS/maven-apicurio-converter.log" 2>&1 \
+      || die "Maven could not resolve the Apicurio converter; read $LOGS/maven-apicurio-converter.log"
+    # Kafka's own jars come from the worker; second copies inside a plugin only cause conflicts.
+    rm -f "$STACK"/connect-plugins/apicurio-converter/{connect-api,connect-json,kafka-clients,slf4j-api,lz4-java,snappy-java,zstd-jni}-*.jar
+    touch "$STACK/connect-plugins/apicurio-converter/.complete"
+  fi
+  if [ ! -f "$STACK/apicurio-registry/.complete-$APICURIO_VERSION" ]; then
+    say "fetching Apicurio Registry $APICURIO_VERSION (Schema Registry) from Maven Central"
+    rm -rf "$STACK/apicurio-registry" "$STACK/apicurio-download"
+    "${MVN[@]}" dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+      -DoutputDirectory="$STACK/apicurio-download" >"$LOGS/maven-apicurio-registry.log" 2>&1 \
+      || die "Maven could not fetch Apicurio Registry; read $LOGS/maven-apicurio-registry.log"
+    mkdir -p "$STACK/apicurio-registry"
+    tar xzf "$STACK"/apicurio-download/apicurio-registry-app-*-all.tar.gz -C "$STACK/apicurio-registry"
+    rm -rf "$STACK/apicurio-download"
+    touch "$STACK/apicurio-registry/.complete-$APICURIO_VERSION"
   fi
   if [ ! -f "$VENV/.complete-$(sha1sum "$ROOT/stack/requirements.txt" | cut -c1-12)" ]; then
     say "installing the Python tools (fakesnow, test drivers) into $VENV"
@@ -180,6 +210,24 @@ start_kafka() {
 }
 kafka_ready() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
 
+# Apicurio Registry on $REGISTRY_PORT; schemas persist in an H2 file so a restarted registry
+# serves the same ids (the Confluent API lives under /apis/ccompat/v7).
+start_registry() {
+  [ -f "$STACK/apicurio-registry/.complete-$APICURIO_VERSION" ] || die "Apicurio Registry not installed; run: scripts/stack.sh install"
+  if ! pid_alive registry; then
+    say "starting Apicurio Registry (Schema Registry) on $REGISTRY_URL"
+    mkdir -p "$STACK/registry-data"
+    setsid java -Xms64m -Xmx384m -Djava.awt.headless=true \
+      -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+      -Dapicurio.datasource.url="jdbc:h2:file:$STACK/registry-data/registry" \
+      -jar "$STACK"/apicurio-registry/apicurio-registry-app-*-runner.jar \
+      >>"$LOGS/registry.log" 2>&1 </dev/null &
+    echo $! >"$RUN/registry.pid"
+  fi
+  wait_for "Apicurio Registry" 120 "$LOGS/registry.log" registry_ready
+}
+registry_ready() { curl -sf "$REGISTRY_URL/apis/ccompat/v7/subjects" >/dev/null; }
+
 start_connect() {
   [ -f "$STACK/connect-plugins/debezium-postgres/.complete" ] || die "Debezium not installed; run: scripts/stack.sh install"
   render_conf
@@ -195,22 +243,34 @@ connect_ready() {
   curl -sf "$CONNECT_URL/connector-plugins" | grep -q PostgresConnector
 }
 
-# Registers docker/transaction_connector.json, pointed at the local PostgreSQL.
+connector_name() {
+  "$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$1"
+}
+
+# Registers one connector file from docker/, pointed at the local PostgreSQL and registry.
 register_connector() {
-  local name body
-  name=$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONNECTOR_FILE")
-  body=$("$VENV/bin/python" - "$CONNECTOR_FILE" "$PG_PORT" <<'PY'
+  local file=$1 name body
+  name=$(connector_name "$file")
+  body=$("$VENV/bin/python" - "$file" "$PG_PORT" "$REGISTRY_URL" <<'PY'
 import json, sys
 spec = json.load(open(sys.argv[1]))
-spec["config"].update({"database.hostname": "127.0.0.1", "database.port": sys.argv[2]})
-print(json.dumps(spec["config"]))
+config = spec["config"]
+config.update({"database.hostname": "127.0.0.1", "database.port": sys.argv[2]})
+for k, v in config.items():
+    if k.endswith("apicurio.registry.url"):
+        config[k] = v.replace("http://schema-registry:8081", sys.argv[3])
+print(json.dumps(config))
 PY
 )
   curl -sf -X PUT -H 'Content-Type: application/json' --data "$body" \
-    "$CONNECT_URL/connectors/$name/config" >"$LOGS/connector-register.json" \
+    "$CONNECT_URL/connectors/$name/config" >"$LOGS/connector-register-$name.json" \
     || die "registering connector $name failed; read $LOGS/connect.log"
   wait_for "Debezium connector $name" 90 "$LOGS/connect.log" connector_running "$name"
   say "connector $name is RUNNING"
+}
+register_connectors() {
+  local f
+  for f in "${CONNECTOR_FILES[@]}"; do register_connector "$f"; done
 }
 connector_running() {
   local s; s=$(curl -sf "$CONNECT_URL/connectors/$1/status") || return 1
@@ -253,11 +313,16 @@ status() {
   pg_ready >/dev/null 2>&1 && say "postgres  up   127.0.0.1:$PG_PORT" || { say "postgres  DOWN (log: $LOGS/postgres.log)"; rc=1; }
   pid_alive kafka && kafka_ready >/dev/null 2>&1 && say "kafka     up   127.0.0.1:9092" || { say "kafka     DOWN (log: $LOGS/kafka.log)"; rc=1; }
   pid_alive connect && connect_ready >/dev/null 2>&1 && say "connect   up   $CONNECT_URL" || { say "connect   DOWN (log: $LOGS/connect.log)"; rc=1; }
-  if [ -x "$VENV/bin/python" ] && connector_running "$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONNECTOR_FILE")" 2>/dev/null; then
-    say "connector up   (RUNNING)"
-  else
-    say "connector DOWN (log: $LOGS/connect.log)"; rc=1
-  fi
+  pid_alive registry && registry_ready && say "registry  up   $REGISTRY_URL" || { say "registry  DOWN (log: $LOGS/registry.log)"; rc=1; }
+  local f name
+  for f in "${CONNECTOR_FILES[@]}"; do
+    name=$(connector_name "$f" 2>/dev/null) || name=$f
+    if connector_running "$name" 2>/dev/null; then
+      say "connector up   $name (RUNNING)"
+    else
+      say "connector DOWN $name (log: $LOGS/connect.log)"; rc=1
+    fi
+  done
   pid_alive fakesnow && fakesnow_ready && say "fakesnow  up   http://127.0.0.1:$FAKESNOW_PORT" || { say "fakesnow  DOWN (log: $LOGS/fakesnow.log)"; rc=1; }
   return $rc
 }
@@ -266,8 +331,9 @@ up() {
   install
   start_postgres
   start_kafka
+  start_registry
   start_connect
-  register_connector
+  register_connectors
   start_fakesnow
   say "stack is up (logs in $LOGS)"
 }
@@ -275,6 +341,7 @@ up() {
 down() {
   stop_pid fakesnow
   stop_pid connect
+  stop_pid registry
   stop_pid kafka
   stop_postgres
   say "stack is down"
@@ -286,17 +353,19 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  connector) register_connector ;;
-  reset) down; rm -rf "$STACK/pgdata" "$STACK/kafka-data" "$STACK/fakesnow-data" "$RUN"; say "data removed" ;;
+  connector) register_connectors ;;
+  reset) down; rm -rf "$STACK/pgdata" "$STACK/kafka-data" "$STACK/registry-data" "$STACK/fakesnow-data" "$RUN"; say "data removed" ;;
   start)
     case "${2:-}" in
-      postgres) start_postgres ;; kafka) start_kafka ;; connect) start_connect ;; fakesnow) start_fakesnow ;;
-      *) die "start what? postgres | kafka | connect | fakesnow" ;;
+      postgres) start_postgres ;; kafka) start_kafka ;; registry) start_registry ;;
+      connect) start_connect ;; fakesnow) start_fakesnow ;;
+      *) die "start what? postgres | kafka | registry | connect | fakesnow" ;;
     esac ;;
   stop)
     case "${2:-}" in
-      postgres) stop_postgres ;; kafka) stop_pid kafka ;; connect) stop_pid connect ;; fakesnow) stop_pid fakesnow ;;
-      *) die "stop what? postgres | kafka | connect | fakesnow" ;;
+      postgres) stop_postgres ;; kafka) stop_pid kafka ;; registry) stop_pid registry ;;
+      connect) stop_pid connect ;; fakesnow) stop_pid fakesnow ;;
+      *) die "stop what? postgres | kafka | registry | connect | fakesnow" ;;
     esac ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
 esac

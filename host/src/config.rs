@@ -7,7 +7,8 @@
 //! - the guide's Snowflake variables: `SNOWFLAKE_ACCOUNT`, `SNOWFLAKE_USER`, `SNOWFLAKE_PASSWORD`,
 //!   `SNOWFLAKE_DATABASE`, `SNOWFLAKE_SCHEMA`, `SNOWFLAKE_WAREHOUSE`, `SNOWFLAKE_ROLE`, plus
 //!   `SNOWFLAKE_PRIVATE_KEY_PATH`, `SNOWFLAKE_PRIVATE_KEY_PASSPHRASE` and `SNOWFLAKE_ENDPOINT`;
-//! - `BATCH_SIZE` and `BATCH_TIMEOUT` (seconds), as in the guide's `.env`.
+//! - `BATCH_SIZE` and `BATCH_TIMEOUT` (seconds), as in the guide's `.env`;
+//! - `SCHEMA_REGISTRY_URL` and `SCHEMA_REGISTRY_PASSWORD` for the Avro schema registry.
 //!
 //! A `.env` file in the working directory is read into the environment first, if present.
 
@@ -67,6 +68,55 @@ pub struct Config {
     pub stats: StatsConfig,
     #[serde(default)]
     pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// The wire format of a topic's messages.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormatChoice {
+    /// Per message: Confluent's Avro wire format (zero magic byte) or JSON.
+    #[default]
+    Auto,
+    /// Kafka Connect's JSON converter, with or without embedded schemas.
+    Json,
+    /// Avro in Confluent's wire format; writer schemas from the registry.
+    Avro,
+}
+
+/// The Schema Registry (Confluent REST API) that Avro writer schemas are fetched from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8081/apis/ccompat/v7` (Apicurio) or
+    /// `https://psrc-xxxx.confluent.cloud` (Confluent). Unset: Avro messages are refused.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Basic-auth user (Confluent Cloud: the API key).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Basic-auth password; prefer `SCHEMA_REGISTRY_PASSWORD` in the environment.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Time allowed for one request before it counts as an outage (and is retried).
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: None,
+            user: None,
+            password: None,
+            timeout_ms: default_registry_timeout_ms(),
+        }
+    }
+}
+
+fn default_registry_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Where changes are read from.
@@ -90,6 +140,12 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties for the consumer only (e.g. `group.instance.id`).
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, String>,
+    /// Wire format of the topics' messages: `auto` (default), `json` or `avro`.
+    #[serde(default)]
+    pub format: WireFormatChoice,
+    /// Per-topic format, overriding `format` (e.g. `"cdc.public.orders" = "avro"`).
+    #[serde(default)]
+    pub topic_formats: BTreeMap<String, WireFormatChoice>,
 }
 
 /// Batch limits: a batch is loaded when it holds `max_records` changes or is `max_wait_ms` old.
@@ -327,6 +383,8 @@ const NAMED_OVERRIDES: &[(&str, &[&str])] = &[
         "KAFKA_SASL_PASSWORD",
         &["kafka", "properties", "sasl.password"],
     ),
+    ("SCHEMA_REGISTRY_URL", &["registry", "url"]),
+    ("SCHEMA_REGISTRY_PASSWORD", &["registry", "password"]),
 ];
 
 impl Config {

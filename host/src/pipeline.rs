@@ -17,7 +17,7 @@ use crate::batch::{BatchLimits, Batcher, FoldedRow};
 use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
 use crate::config::{Config, FaultPolicy, TruncateMode};
-use crate::decode::{Decoded, JsonDecoder};
+use crate::decode::{Decoded, Decoder, SchemaRegistry};
 use crate::dlq::DeadLetters;
 use crate::metrics::Stats;
 use crate::plugin::reload::{ChainReloader, Reload};
@@ -40,7 +40,7 @@ pub struct Pipeline {
     source: KafkaSource,
     dlq: DeadLetters,
     sink: SnowflakeSink,
-    decoder: JsonDecoder,
+    decoder: Decoder,
     chain: PluginChain,
     reloader: ChainReloader,
     batcher: Batcher,
@@ -85,6 +85,9 @@ impl Pipeline {
         let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
         let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
         let sink = SnowflakeSink::new(&cfg.snowflake).context("configuring Snowflake")?;
+        let registry =
+            SchemaRegistry::new(&cfg.registry).context("configuring the schema registry")?;
+        let decoder = Decoder::new(registry, cfg.kafka.format, cfg.kafka.topic_formats.clone());
         let batcher = Batcher::new(BatchLimits {
             max_records: cfg.batch.max_records,
             max_wait: cfg.batch_max_wait(),
@@ -94,7 +97,7 @@ impl Pipeline {
             source,
             dlq,
             sink,
-            decoder: JsonDecoder::new(),
+            decoder,
             chain,
             reloader,
             batcher,
@@ -257,7 +260,14 @@ impl Pipeline {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        match self.decoder.decode(msg.key(), msg.payload(), pos) {
+        match self.prepare_schemas(&msg, shutdown).await {
+            Step::Done => {}
+            other => return other,
+        }
+        match self
+            .decoder
+            .decode(msg.topic(), msg.key(), msg.payload(), pos)
+        {
             Ok(Decoded::Tombstone) => {
                 Stats::add(&self.stats.tombstones, 1);
                 self.source.mark(msg.topic(), msg.partition(), msg.offset());
@@ -462,6 +472,38 @@ impl Pipeline {
         Step::Done
     }
 
+    /// Fetches the Avro writer schemas `msg` needs, waiting out a registry outage: the batch
+    /// read so far is loaded first, then the fetch is retried until the registry answers.
+    async fn prepare_schemas(&mut self, msg: &OwnedMessage, shutdown: &Shutdown) -> Step {
+        let mut backoff = Backoff::new();
+        let mut flushed = false;
+        loop {
+            let prepared = self
+                .decoder
+                .prepare(msg.topic(), msg.key(), msg.payload())
+                .await;
+            match prepared {
+                Ok(()) => return Step::Done,
+                Err(e) if !e.is_transient() => return Step::Fatal(e.to_string()),
+                Err(e) => {
+                    Stats::add(&self.stats.errors, 1);
+                    warn!(error = %e, retry_in = ?backoff.delay(), offset = msg.offset(),
+                        "schema registry unavailable; waiting (nothing is skipped)");
+                    if !flushed {
+                        flushed = true;
+                        match self.flush(shutdown).await {
+                            Step::Done => {}
+                            other => return other,
+                        }
+                    }
+                    if backoff.wait(shutdown).await {
+                        return Step::Abandoned;
+                    }
+                }
+            }
+        }
+    }
+
     /// Decodes the pending changes again from their Kafka messages.
     fn redecode_pending(&mut self) -> Result<(), String> {
         let pending = self.batcher.pending_mut();
@@ -473,7 +515,10 @@ impl Pipeline {
                 partition: msg.partition(),
                 offset: msg.offset(),
             };
-            match self.decoder.decode(msg.key(), msg.payload(), pos) {
+            match self
+                .decoder
+                .decode(msg.topic(), msg.key(), msg.payload(), pos)
+            {
                 Ok(Decoded::Change(c)) => *slot = *c,
                 _ => {
                     return Err(format!(

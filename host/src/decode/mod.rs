@@ -1,13 +1,18 @@
 //! Decoding: turns the bytes of a Kafka message (key and value) into a [`Change`]. Owns the
 //! Debezium envelope and the wire formats; knows nothing about batching or the warehouse.
 
+pub mod avro;
 pub mod envelope;
 pub mod json;
+pub mod registry;
 pub mod schema;
 
+pub use avro::AvroDecoder;
 pub use json::JsonDecoder;
+pub use registry::{RegistryError, SchemaRegistry};
 
-use crate::change::Change;
+use crate::change::{Change, KafkaPosition};
+use crate::config::WireFormatChoice;
 
 /// Why a message could not be decoded. The message goes to the dead-letter topic with this
 /// reason; the stream goes on.
@@ -25,6 +30,12 @@ pub enum DecodeError {
     /// The embedded Kafka Connect schema cannot be understood.
     #[error("unsupported Kafka Connect schema: {0}")]
     BadSchema(String),
+    /// Not Avro in Confluent's wire format, or the datum does not match its writer schema.
+    #[error("not a valid Avro message: {0}")]
+    NotAvro(String),
+    /// The writer schema is unknown to the registry or unusable.
+    #[error("{0}")]
+    Schema(String),
     /// A field value does not match its declared type.
     #[error("field `{field}`: {reason}")]
     BadValue { field: String, reason: String },
@@ -37,4 +48,66 @@ pub enum Decoded {
     Change(Box<Change>),
     /// A tombstone (null value) that Debezium sends after a delete for log compaction.
     Tombstone,
+}
+
+/// Decodes every topic's messages: JSON or Avro, configured per topic or detected per message
+/// (a message in Confluent's wire format starts with a zero byte, a JSON one with `{`).
+pub struct Decoder {
+    json: JsonDecoder,
+    avro: AvroDecoder,
+    default: WireFormatChoice,
+    per_topic: std::collections::BTreeMap<String, WireFormatChoice>,
+}
+
+impl Decoder {
+    pub fn new(
+        registry: Option<SchemaRegistry>,
+        default: WireFormatChoice,
+        per_topic: std::collections::BTreeMap<String, WireFormatChoice>,
+    ) -> Self {
+        Decoder {
+            json: JsonDecoder::new(),
+            avro: AvroDecoder::new(registry),
+            default,
+            per_topic,
+        }
+    }
+
+    fn is_avro(&self, topic: &str, value: Option<&[u8]>) -> bool {
+        match self.per_topic.get(topic).copied().unwrap_or(self.default) {
+            WireFormatChoice::Json => false,
+            WireFormatChoice::Avro => true,
+            WireFormatChoice::Auto => value.is_some_and(|v| v.first() == Some(&avro::MAGIC)),
+        }
+    }
+
+    /// Makes sure the writer schemas an Avro message needs are at hand (fetched from the
+    /// registry); nothing to do for JSON. An error means the registry could not answer.
+    pub async fn prepare(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), RegistryError> {
+        if self.is_avro(topic, value) {
+            self.avro.fetch_missing(key, value).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Decodes one message ([`Decoder::prepare`] first). `value` is `None` for a tombstone.
+    pub fn decode(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        kafka: KafkaPosition,
+    ) -> Result<Decoded, DecodeError> {
+        if self.is_avro(topic, value) {
+            self.avro.decode(key, value, kafka)
+        } else {
+            self.json.decode(key, value, kafka)
+        }
+    }
 }

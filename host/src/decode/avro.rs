@@ -1,0 +1,630 @@
+//! Debezium Avro in Confluent's wire format: a zero magic byte, the 4-byte big-endian id of the
+//! writer schema in the Schema Registry, then the Avro binary datum. Writer schemas are fetched
+//! by id (see [`super::registry`]) and cached with their row image mapped to columns once, like
+//! the JSON decoder's embedded schemas; each message then costs one Avro read.
+//!
+//! The Kafka Connect Avro converters (Confluent's and Apicurio's) keep the Connect type of every
+//! field in the schema (`connect.name`, `connect.parameters`), so a column gets the same
+//! warehouse type and the same value as through the JSON converter.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::types::Value as Avro;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use super::envelope::{build_typed_change, Source, TableNames, TypedImage, TypedPayload};
+use super::registry::{Fetched, RegistryError, SchemaRegistry};
+use super::schema::UNAVAILABLE_VALUE;
+use super::schema::{decimal_from_bytes, normalise, ConnectSchema, ImageSchema, WireFormat};
+use super::{DecodeError, Decoded};
+use crate::change::{Cell, KafkaPosition};
+
+/// The first byte of a message in Confluent's wire format.
+pub const MAGIC: u8 = 0;
+/// How many schemas are remembered (tables × versions × key/value); the oldest goes first.
+const MAX_CACHED_SCHEMAS: usize = 1024;
+
+/// The registry schema id of a message in Confluent's wire format, if it is one.
+pub fn schema_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [MAGIC, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// One writer schema, parsed and mapped to columns.
+struct Parsed {
+    avro: apache_avro::Schema,
+    shape: Shape,
+}
+
+enum Shape {
+    /// A Debezium envelope; the row image's columns (`None` when it has no row images).
+    Envelope(Option<ImageSchema>),
+    /// Anything else is read as a message key: its fields are the key columns.
+    Key(ImageSchema),
+}
+
+/// What the decoder knows about a schema id.
+enum Entry {
+    Ready(Arc<Parsed>),
+    /// The registry does not know the id, or holds something floe cannot read: the reason.
+    Refused(String),
+}
+
+/// Decodes Avro messages; one per consumer (it caches schemas).
+pub struct AvroDecoder {
+    registry: Option<SchemaRegistry>,
+    schemas: HashMap<u32, Entry>,
+    order: Vec<u32>,
+    names: TableNames,
+}
+
+impl AvroDecoder {
+    pub fn new(registry: Option<SchemaRegistry>) -> Self {
+        AvroDecoder {
+            registry,
+            schemas: HashMap::new(),
+            order: Vec::new(),
+            names: TableNames::default(),
+        }
+    }
+
+    /// How many schema ids this decoder has an answer for.
+    pub fn cached_schemas(&self) -> usize {
+        self.schemas.len()
+    }
+
+    /// Fetches the writer schemas of `key` and `value` that are not cached yet. An error means
+    /// the registry could not answer; the caller retries (nothing is decoded meanwhile).
+    pub async fn fetch_missing(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), RegistryError> {
+        for id in [key, value].into_iter().flatten().filter_map(schema_id) {
+            if self.schemas.contains_key(&id) {
+                continue;
+            }
+            let registry = self
+                .registry
+                .as_ref()
+                .ok_or(RegistryError::NotConfigured(id))?;
+            let fetched = registry.fetch(id).await?;
+            self.learn(id, fetched);
+        }
+        Ok(())
+    }
+
+    /// Remembers what the registry said about `id`.
+    pub fn learn(&mut self, id: u32, fetched: Fetched) {
+        let entry = match fetched {
+            Fetched::Schema(text) => match parse(&text) {
+                Ok(p) => Entry::Ready(Arc::new(p)),
+                Err(e) => Entry::Refused(format!("schema id {id} cannot be used: {e}")),
+            },
+            Fetched::Unknown => {
+                Entry::Refused(format!("schema id {id} is unknown to the schema registry"))
+            }
+            Fetched::NotAvro(kind) => Entry::Refused(format!(
+                "schema id {id} is a {kind} schema; floe reads Avro and JSON"
+            )),
+        };
+        if self.schemas.len() >= MAX_CACHED_SCHEMAS && !self.order.is_empty() {
+            let oldest = self.order.remove(0);
+            self.schemas.remove(&oldest);
+        }
+        self.order.push(id);
+        self.schemas.insert(id, entry);
+    }
+
+    fn schema(&self, id: u32) -> Result<Arc<Parsed>, DecodeError> {
+        match self.schemas.get(&id) {
+            Some(Entry::Ready(p)) => Ok(p.clone()),
+            Some(Entry::Refused(reason)) => Err(DecodeError::Schema(reason.clone())),
+            None => Err(DecodeError::Schema(format!(
+                "internal: schema id {id} was not fetched before decoding"
+            ))),
+        }
+    }
+
+    /// Decodes one message whose value (and usually key) is in Confluent's wire format.
+    /// [`AvroDecoder::fetch_missing`] must have run for it. `value` is `None` for a tombstone.
+    pub fn decode(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        kafka: KafkaPosition,
+    ) -> Result<Decoded, DecodeError> {
+        let Some(value) = value else {
+            return Ok(Decoded::Tombstone);
+        };
+        let id = schema_id(value).ok_or_else(|| {
+            DecodeError::NotAvro("value does not start with the magic byte and a schema id".into())
+        })?;
+        let parsed = self.schema(id)?;
+        let Shape::Envelope(image) = &parsed.shape else {
+            return Err(DecodeError::Schema(format!(
+                "schema id {id} is not a Debezium change envelope"
+            )));
+        };
+        let key = self.key(key)?;
+        let datum = read_datum(&parsed.avro, &value[5..])?;
+        let Avro::Record(fields) = datum else {
+            return Err(DecodeError::NotEnvelope(
+                "the value is not an Avro record".into(),
+            ));
+        };
+        let mut payload = TypedPayload {
+            before: None,
+            after: None,
+            source: None,
+            op: None,
+        };
+        for (name, v) in fields {
+            match name.as_str() {
+                "before" | "after" => {
+                    let image = match (unwrap_union(v), image) {
+                        (Avro::Null, _) => None,
+                        (Avro::Record(cells), Some(image)) => Some(row_cells(image, cells)?),
+                        (other, _) => {
+                            return Err(DecodeError::NotEnvelope(format!(
+                                "`{name}` is not a row image: {other:?}"
+                            )))
+                        }
+                    };
+                    if name == "before" {
+                        payload.before = image;
+                    } else {
+                        payload.after = image;
+                    }
+                }
+                "source" => payload.source = Some(source(unwrap_union(v))?),
+                "op" => {
+                    if let Avro::String(op) = unwrap_union(v) {
+                        payload.op = Some(Cow::Owned(op));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let empty = ImageSchema::untyped(Vec::<String>::new());
+        let image = image.as_ref().unwrap_or(&empty);
+        let change = build_typed_change(payload, image, key, kafka, &mut self.names)?;
+        Ok(Decoded::Change(Box::new(change)))
+    }
+
+    /// The key columns of an Avro key (a JSON key is left to the JSON key reader).
+    fn key(&mut self, key: Option<&[u8]>) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+        let Some(bytes) = key else {
+            return Ok(Vec::new());
+        };
+        let Some(id) = schema_id(bytes) else {
+            let mut names = Vec::new();
+            return super::envelope::parse_key(Some(bytes), &mut names);
+        };
+        let parsed = self.schema(id)?;
+        let Shape::Key(image) = &parsed.shape else {
+            return Err(DecodeError::BadKey(format!(
+                "key schema id {id} is a change envelope, not a key"
+            )));
+        };
+        let Avro::Record(fields) = read_datum(&parsed.avro, &bytes[5..])? else {
+            return Err(DecodeError::BadKey("the key is not an Avro record".into()));
+        };
+        let cells = row_cells(image, fields)?;
+        Ok(image
+            .columns
+            .iter()
+            .zip(cells.0)
+            .map(|(c, cell)| {
+                let v = match cell {
+                    Cell::Value(v) => v,
+                    Cell::Unchanged => Value::Null,
+                };
+                (c.name.clone(), v)
+            })
+            .collect())
+    }
+}
+
+fn read_datum(schema: &apache_avro::Schema, mut body: &[u8]) -> Result<Avro, DecodeError> {
+    apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()
+        .and_then(|r| r.read_value(&mut body))
+        .map_err(|e| DecodeError::NotAvro(format!("the datum does not match its schema: {e}")))
+}
+
+fn unwrap_union(v: Avro) -> Avro {
+    match v {
+        Avro::Union(_, inner) => *inner,
+        other => other,
+    }
+}
+
+/// Debezium's `source` block.
+fn source(v: Avro) -> Result<Source<'static>, DecodeError> {
+    let Avro::Record(fields) = v else {
+        return Err(DecodeError::NotEnvelope("`source` is not a record".into()));
+    };
+    let mut s = Source {
+        lsn: None,
+        ts_ms: None,
+        schema: None,
+        table: None,
+    };
+    for (name, v) in fields {
+        match (name.as_str(), unwrap_union(v)) {
+            ("lsn", Avro::Long(n)) => s.lsn = u64::try_from(n).ok(),
+            ("ts_ms", Avro::Long(n)) => s.ts_ms = Some(n),
+            ("schema", Avro::String(t)) => s.schema = Some(Cow::Owned(t)),
+            ("table", Avro::String(t)) => s.table = Some(Cow::Owned(t)),
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// The cells of a row record, normalised like the JSON converter's values.
+fn row_cells(image: &ImageSchema, fields: Vec<(String, Avro)>) -> Result<TypedImage, DecodeError> {
+    if fields.len() != image.columns.len() {
+        return Err(DecodeError::NotAvro(format!(
+            "row has {} fields, its schema {}",
+            fields.len(),
+            image.columns.len()
+        )));
+    }
+    let mut cells = Vec::with_capacity(fields.len());
+    for ((_, v), (col, fmt)) in fields
+        .into_iter()
+        .zip(image.columns.iter().zip(&image.formats))
+    {
+        let v = unwrap_union(v);
+        let bad = |reason: String| DecodeError::BadValue {
+            field: col.name.to_string(),
+            reason,
+        };
+        let cell = match (fmt, v) {
+            (WireFormat::DecimalBytes { scale }, Avro::Bytes(b)) => {
+                Cell::Value(Value::String(decimal_from_bytes(&b, *scale)))
+            }
+            (WireFormat::DecimalBytes { scale }, Avro::Decimal(d)) => {
+                let b: Vec<u8> = Vec::try_from(d).map_err(|e| bad(e.to_string()))?;
+                Cell::Value(Value::String(decimal_from_bytes(&b, *scale)))
+            }
+            (_, Avro::Bytes(b)) if b == UNAVAILABLE_VALUE.as_bytes() => Cell::Unchanged,
+            (fmt, v) => normalise(col, *fmt, to_json(v))?,
+        };
+        cells.push(cell);
+    }
+    Ok(TypedImage(cells))
+}
+
+/// An Avro value as Kafka Connect's JSON converter writes the same Connect value.
+fn to_json(v: Avro) -> Value {
+    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+    match v {
+        Avro::Null => Value::Null,
+        Avro::Boolean(b) => Value::Bool(b),
+        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Value::from(n),
+        Avro::Long(n)
+        | Avro::TimeMicros(n)
+        | Avro::TimestampMillis(n)
+        | Avro::TimestampMicros(n)
+        | Avro::TimestampNanos(n)
+        | Avro::LocalTimestampMillis(n)
+        | Avro::LocalTimestampMicros(n)
+        | Avro::LocalTimestampNanos(n) => Value::from(n),
+        Avro::Float(f) => float(f64::from(f)),
+        Avro::Double(f) => float(f),
+        Avro::Bytes(b) | Avro::Fixed(_, b) => b64(&b),
+        Avro::Decimal(d) => match Vec::<u8>::try_from(d) {
+            Ok(b) => b64(&b),
+            Err(_) => Value::Null,
+        },
+        Avro::String(s) | Avro::Enum(_, s) => Value::String(s),
+        Avro::Uuid(u) => Value::String(u.to_string()),
+        Avro::Union(_, inner) => to_json(*inner),
+        Avro::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Avro::Map(m) => Value::Object(m.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
+        Avro::Record(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        other => Value::String(format!("{other:?}")),
+    }
+}
+
+/// A float as JSON; NaN and the infinities become the text PostgreSQL and Snowflake use.
+fn float(f: f64) -> Value {
+    if f.is_nan() {
+        Value::String("NaN".into())
+    } else if f == f64::INFINITY {
+        Value::String("Infinity".into())
+    } else if f == f64::NEG_INFINITY {
+        Value::String("-Infinity".into())
+    } else {
+        Value::from(f)
+    }
+}
+
+/// Parses a writer schema and maps its row image (or key fields) to columns.
+fn parse(text: &str) -> Result<Parsed, String> {
+    let avro = apache_avro::Schema::parse_str(text).map_err(|e| format!("invalid Avro: {e}"))?;
+    let json: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let fields = json
+        .get("fields")
+        .and_then(Value::as_array)
+        .ok_or("not an Avro record schema")?;
+    let field = |name: &str| fields.iter().find(|f| f["name"] == name);
+    let is_envelope = field("op").is_some() && field("source").is_some();
+    let shape = if is_envelope {
+        // `before` defines the row record; `after` usually refers to it by name.
+        let row = ["before", "after"]
+            .into_iter()
+            .filter_map(field)
+            .filter_map(|f| record_in(&f["type"]))
+            .next();
+        Shape::Envelope(row.map(image_of).transpose()?)
+    } else {
+        Shape::Key(image_of(&json)?)
+    };
+    Ok(Parsed { avro, shape })
+}
+
+/// The record definition inside a field type (`["null", {record}]` or `{record}`).
+fn record_in(ty: &Value) -> Option<&Value> {
+    match ty {
+        Value::Array(branches) => branches.iter().find_map(record_in),
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("record") => Some(ty),
+        _ => None,
+    }
+}
+
+fn image_of(record: &Value) -> Result<ImageSchema, String> {
+    let node = connect_node(record, None, false)?;
+    ImageSchema::from_connect(&node).map_err(|e| e.to_string())
+}
+
+/// The Kafka Connect schema an Avro type was written from (the converters record it in
+/// `connect.name` / `connect.type` / `connect.parameters`).
+fn connect_node(ty: &Value, field: Option<&str>, optional: bool) -> Result<ConnectSchema, String> {
+    let node = |t: &str| ConnectSchema {
+        ty: t.to_string(),
+        optional,
+        name: None,
+        field: field.map(str::to_string),
+        fields: Vec::new(),
+        parameters: None,
+    };
+    match ty {
+        Value::String(t) => Ok(node(primitive(t, None)?)),
+        Value::Array(branches) => {
+            let non_null: Vec<&Value> = branches.iter().filter(|b| *b != "null").collect();
+            match non_null.as_slice() {
+                [one] => connect_node(one, field, optional || non_null.len() < branches.len()),
+                _ => Err(format!(
+                    "field `{}`: unions other than [null, T] are not supported",
+                    field.unwrap_or("?")
+                )),
+            }
+        }
+        Value::Object(o) => {
+            let avro_type = o.get("type").and_then(Value::as_str).unwrap_or("");
+            let mut n = match avro_type {
+                "record" => {
+                    let mut n = node("struct");
+                    for f in o
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let name = f
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .ok_or("a field has no name")?;
+                        n.fields.push(connect_node(&f["type"], Some(name), false)?);
+                    }
+                    n
+                }
+                "array" => node("array"),
+                "map" => node("map"),
+                "enum" => node("string"),
+                "fixed" => node("bytes"),
+                t => node(primitive(t, o.get("connect.type").and_then(Value::as_str))?),
+            };
+            n.name = o
+                .get("connect.name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            n.parameters = o
+                .get("connect.parameters")
+                .and_then(Value::as_object)
+                .cloned();
+            Ok(n)
+        }
+        other => Err(format!("unexpected Avro type {other}")),
+    }
+}
+
+fn primitive(avro: &str, connect: Option<&str>) -> Result<&'static str, String> {
+    Ok(match (avro, connect) {
+        ("int", Some("int8")) => "int8",
+        ("int", Some("int16")) => "int16",
+        ("int", _) => "int32",
+        ("long", _) => "int64",
+        ("float", _) => "float32",
+        ("double", _) => "float64",
+        ("boolean", _) => "boolean",
+        ("string", _) => "string",
+        ("bytes", _) => "bytes",
+        (other, _) => return Err(format!("unsupported Avro type `{other}`")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ColumnType, Op};
+    use apache_avro::types::Record;
+
+    const ROW: &str = r#"{"type":"record","name":"Value","fields":[
+        {"name":"id","type":{"type":"long","connect.default":0},"default":0},
+        {"name":"amount","type":["null",{"type":"bytes","scale":2,"precision":12,
+            "connect.version":1,"connect.parameters":{"scale":"2","connect.decimal.precision":"12"},
+            "connect.name":"org.apache.kafka.connect.data.Decimal","logicalType":"decimal"}],"default":null},
+        {"name":"note","type":["null","string"],"default":null},
+        {"name":"created_at","type":{"type":"long","connect.version":1,
+            "connect.name":"io.debezium.time.MicroTimestamp"}}]}"#;
+
+    fn envelope_schema() -> String {
+        format!(
+            r#"{{"type":"record","name":"Envelope","namespace":"t","fields":[
+            {{"name":"before","type":["null",{ROW}],"default":null}},
+            {{"name":"after","type":["null","Value"],"default":null}},
+            {{"name":"source","type":{{"type":"record","name":"Source","fields":[
+                {{"name":"schema","type":"string"}},{{"name":"table","type":"string"}},
+                {{"name":"lsn","type":["null","long"],"default":null}},
+                {{"name":"ts_ms","type":"long"}}]}}}},
+            {{"name":"op","type":"string"}}]}}"#
+        )
+    }
+
+    const KEY: &str = r#"{"type":"record","name":"Key","fields":[{"name":"id","type":"long"}]}"#;
+
+    fn framed(id: u32, schema: &apache_avro::Schema, value: Avro) -> Vec<u8> {
+        let mut out = vec![MAGIC];
+        out.extend_from_slice(&id.to_be_bytes());
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .unwrap();
+        out.extend(writer.write_value_to_vec(value).unwrap());
+        out
+    }
+
+    fn decoder() -> (AvroDecoder, apache_avro::Schema, apache_avro::Schema) {
+        let mut d = AvroDecoder::new(None);
+        d.learn(1, Fetched::Schema(KEY.into()));
+        d.learn(2, Fetched::Schema(envelope_schema()));
+        let key = apache_avro::Schema::parse_str(KEY).unwrap();
+        let value = apache_avro::Schema::parse_str(&envelope_schema()).unwrap();
+        (d, key, value)
+    }
+
+    fn insert_event(value_schema: &apache_avro::Schema) -> Avro {
+        let apache_avro::Schema::Record(rs) = value_schema else {
+            panic!()
+        };
+        let row_schema = match &rs.fields[0].schema {
+            apache_avro::Schema::Union(u) => u.variants()[1].clone(),
+            _ => panic!(),
+        };
+        let mut row = Record::new(&row_schema).unwrap();
+        row.put("id", 7i64);
+        // 1250 at scale 2.
+        row.put(
+            "amount",
+            Avro::Union(1, Box::new(Avro::Decimal(vec![0x04, 0xE2].into()))),
+        );
+        row.put("note", Avro::Union(1, Box::new(Avro::String("hi".into()))));
+        row.put("created_at", 1_700_000_000_123_456i64);
+        let source_schema = rs.fields[2].schema.clone();
+        let mut source = Record::new(&source_schema).unwrap();
+        source.put("schema", "public");
+        source.put("table", "t");
+        source.put("lsn", Avro::Union(1, Box::new(Avro::Long(42))));
+        source.put("ts_ms", 5i64);
+        let mut env = Record::new(value_schema).unwrap();
+        env.put("before", Avro::Union(0, Box::new(Avro::Null)));
+        env.put("after", Avro::Union(1, Box::new(row.into())));
+        env.put("source", Avro::from(source));
+        env.put("op", "c");
+        env.into()
+    }
+
+    #[test]
+    fn decodes_an_insert_with_typed_columns() {
+        let (mut d, key_schema, value_schema) = decoder();
+        let mut key = Record::new(&key_schema).unwrap();
+        key.put("id", 7i64);
+        let key = framed(1, &key_schema, key.into());
+        let value = framed(2, &value_schema, insert_event(&value_schema));
+        let Decoded::Change(c) = d
+            .decode(Some(&key), Some(&value), KafkaPosition::default())
+            .unwrap()
+        else {
+            panic!("expected a change")
+        };
+        assert_eq!(c.op, Op::Create);
+        assert_eq!(&*c.table.table, "t");
+        assert_eq!(c.position.lsn, 42);
+        assert_eq!(c.key, vec![(Arc::from("id"), Value::from(7))]);
+        let after = c.after.unwrap();
+        let types: Vec<_> = after.columns.iter().map(|c| c.ty.clone()).collect();
+        assert_eq!(
+            types,
+            vec![
+                ColumnType::Integer,
+                ColumnType::Decimal {
+                    precision: Some(12),
+                    scale: 2
+                },
+                ColumnType::Text,
+                ColumnType::Timestamp
+            ]
+        );
+        assert_eq!(
+            after.get("amount"),
+            Some(&Cell::Value(Value::from("12.50")))
+        );
+        assert_eq!(
+            after.get("created_at"),
+            Some(&Cell::Value(Value::from("2023-11-14T22:13:20.123456")))
+        );
+    }
+
+    #[test]
+    fn unknown_and_unfetched_ids_are_clear_errors() {
+        let (mut d, _, _) = decoder();
+        d.learn(9, Fetched::Unknown);
+        let msg = [MAGIC, 0, 0, 0, 9, 0];
+        let err = d
+            .decode(None, Some(&msg), KafkaPosition::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("schema id 9 is unknown"), "{err}");
+        let msg = [MAGIC, 0, 0, 0, 10, 0];
+        let err = d
+            .decode(None, Some(&msg), KafkaPosition::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("not fetched"), "{err}");
+        let err = d
+            .decode(None, Some(b"{}"), KafkaPosition::default())
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::NotAvro(_)), "{err}");
+    }
+
+    #[test]
+    fn a_datum_that_does_not_match_its_schema_is_refused() {
+        let (mut d, _, _) = decoder();
+        let msg = [MAGIC, 0, 0, 0, 2, 0xFF, 0xFF];
+        let err = d
+            .decode(None, Some(&msg), KafkaPosition::default())
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::NotAvro(_)), "{err}");
+    }
+
+    #[test]
+    fn fetching_without_a_registry_names_the_setting() {
+        let mut d = AvroDecoder::new(None);
+        let msg = [MAGIC, 0, 0, 0, 3, 0];
+        let err = futures::executor::block_on(d.fetch_missing(None, Some(&msg))).unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("registry.url"), "{err}");
+    }
+}
