@@ -4,7 +4,9 @@
 #     network (host/benches/decode_batch.rs).
 #  2. plugin_chain_*: decode → validator → enricher (the default plugins) in batches of 100,
 #     one core, no network (host/benches/plugin_chain.rs).
-#  3. e2e_events_per_sec: a backlog of at least 100,000 Debezium events drained from Kafka into
+#  3. json_/avro_decode_records_per_sec: the same captured events decoded from JSON and from Avro
+#     in Confluent's wire format, one core, no network (host/benches/avro_decode.rs).
+#  4. e2e_events_per_sec: a backlog of at least 100,000 Debezium events drained from Kafka into
 #     the Snowflake stand-in by one floe process, from a fresh consumer group.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +20,9 @@ taskset -c 0 cargo bench --locked --bench decode_batch 2>/dev/null | grep '='
 echo "== decode → validator → enricher, batches of 100 (one core)"
 bash scripts/build-plugins.sh >/dev/null
 taskset -c 0 cargo bench --locked --bench plugin_chain 2>/dev/null | grep '='
+
+echo "== decode only: the same events as JSON and as Avro (one core)"
+taskset -c 0 cargo bench --locked --bench avro_decode 2>/dev/null | grep '='
 
 echo "== end to end: a ${BACKLOG}-event backlog from Kafka into the stand-in"
 bash scripts/stack.sh up >/dev/null
