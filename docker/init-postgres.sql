@@ -12,3 +12,41 @@ CREATE TABLE IF NOT EXISTS public.transactions (
     created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at     TIMESTAMPTZ
 );
+
+-- Every type the Debezium PostgreSQL connector emits, for the type-fidelity tests: each row of
+-- this table must reach Snowflake with the right type and the same value, from JSON and Avro.
+DO $$ BEGIN
+    CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy');
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+CREATE TABLE IF NOT EXISTS public.all_types (
+    id             SERIAL PRIMARY KEY,
+    c_smallint     SMALLINT,
+    c_integer      INTEGER,
+    c_bigint       BIGINT,
+    c_numeric      NUMERIC(38,10),
+    c_numeric38    NUMERIC(38,2),
+    c_numeric_var  NUMERIC,
+    c_real         REAL,
+    c_double       DOUBLE PRECISION,
+    c_boolean      BOOLEAN,
+    c_char         CHAR(5),
+    c_varchar      VARCHAR(50),
+    c_text         TEXT,
+    c_bytea        BYTEA,
+    c_date         DATE,
+    c_time         TIME,
+    c_time3        TIME(3),
+    c_timetz       TIMETZ,
+    c_timestamp    TIMESTAMP,
+    c_timestamptz  TIMESTAMPTZ,
+    c_interval     INTERVAL,
+    c_uuid         UUID,
+    c_json         JSON,
+    c_jsonb        JSONB,
+    c_int_array    INTEGER[],
+    c_text_array   TEXT[],
+    c_enum         public.mood,
+    c_money        MONEY,
+    c_inet         INET
+);

@@ -1,4 +1,4 @@
-"""Runs the fakesnow server (PyPI) as the local Snowflake stand-in, with two adjustments.
+"""Runs the fakesnow server (PyPI) as the local Snowflake stand-in, with these adjustments.
 
 1. Persistence: fakesnow's server keeps its databases in memory unless each client login asks
    for a path. Here the shared instance is opened on --db-path, so the warehouse survives a
@@ -8,7 +8,9 @@
    client reads, so Arrow answers are reshaped into Snowflake's JSON rowset encoding.
 3. Errors: Snowflake's failure answers carry the failed query's id in `data.queryId`; fakesnow's
    omit it, which clients read as a malformed answer instead of the SQL error it is. An id is
-   added. Nothing else in the emulator's answers is changed.
+   added.
+4. BINARY values are sent as upper-case hex, as Snowflake sends them (its clients decode them
+   with an upper-case-only base-16 decoder). Nothing else in the emulator's answers is changed.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _json_cell(value, logical: str) -> str | None:
     if logical == "TIME":
         return f"{value // 1_000_000_000}.{value % 1_000_000_000:09d}"
     if isinstance(value, (bytes, bytearray)):
-        return value.hex()
+        return value.hex().upper()  # Snowflake's JSON results carry BINARY as upper-case hex
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)

@@ -318,7 +318,9 @@ fn to_json(v: Avro) -> Value {
         | Avro::LocalTimestampMillis(n)
         | Avro::LocalTimestampMicros(n)
         | Avro::LocalTimestampNanos(n) => Value::from(n),
-        Avro::Float(f) => float(f64::from(f)),
+        // The shortest text of the f32 (as the JSON converter writes it), not its widened bits:
+        // 3.4e38 stays 3.4e38 rather than 3.3999999521443642e38.
+        Avro::Float(f) => float(f.to_string().parse().unwrap_or(f64::from(f))),
         Avro::Double(f) => float(f),
         Avro::Bytes(b) | Avro::Fixed(_, b) => b64(&b),
         Avro::Decimal(d) => match Vec::<u8>::try_from(d) {

@@ -151,7 +151,8 @@ fn column_type(node: &ConnectSchema) -> Result<(ColumnType, WireFormat), DecodeE
         ("string", "io.debezium.time.ZonedTimestamp") => (T::TimestampTz, W::Plain),
         ("string", "io.debezium.data.Json") => (T::Json, W::Plain),
         ("int8" | "int16" | "int32" | "int64", _) => (T::Integer, W::Plain),
-        ("float32" | "float64", _) => (T::Float, W::Plain),
+        // The JSON converter names them `float` and `double`; Connect itself `float32`, `float64`.
+        ("float32" | "float64" | "float" | "double", _) => (T::Float, W::Plain),
         ("boolean", _) => (T::Boolean, W::Plain),
         ("string", _) => (T::Text, W::Plain),
         ("bytes", _) => (T::Binary, W::Plain),
