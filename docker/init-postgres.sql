@@ -50,3 +50,39 @@ CREATE TABLE IF NOT EXISTS public.all_types (
     c_money        MONEY,
     c_inet         INET
 );
+
+-- Schema evolution: the tests add, widen and drop columns of this table while it is loaded
+-- (each run names its columns after itself and drops them at the end).
+CREATE TABLE IF NOT EXISTS public.evolving (
+    id   SERIAL PRIMARY KEY,
+    name TEXT,
+    qty  INTEGER
+);
+
+-- Many tables: a small shop with a composite key and a table without a primary key (loaded
+-- append-only). Debezium writes one topic per table (cdc.shop.*, cdcavro.shop.*).
+CREATE SCHEMA IF NOT EXISTS shop;
+CREATE TABLE IF NOT EXISTS shop.customers (
+    customer_id SERIAL PRIMARY KEY,
+    email       TEXT NOT NULL,
+    name        TEXT
+);
+CREATE TABLE IF NOT EXISTS shop.orders (
+    order_id    BIGSERIAL PRIMARY KEY,
+    customer_id INTEGER NOT NULL,
+    placed_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    status      TEXT
+);
+CREATE TABLE IF NOT EXISTS shop.order_lines (
+    order_id BIGINT NOT NULL,
+    line_no  INTEGER NOT NULL,
+    sku      TEXT,
+    qty      INTEGER,
+    price    NUMERIC(10,2),
+    PRIMARY KEY (order_id, line_no)
+);
+CREATE TABLE IF NOT EXISTS shop.page_views (
+    viewed_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    customer_id INTEGER,
+    url         TEXT
+);

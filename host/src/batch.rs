@@ -44,17 +44,66 @@ pub struct FoldedRow {
 #[derive(Debug, Default)]
 pub struct TableBatch {
     pub rows: Vec<FoldedRow>,
-    /// The table's columns, from the latest `after` image in the batch, or from a `before`
-    /// image if the batch has no `after` (without an embedded schema a delete's `before` may
-    /// hold the key columns only).
+    /// The table's columns: those of the newest `after` image in the batch (by source
+    /// position), then any column only older images have (the source dropped it meanwhile);
+    /// from a `before` image if the batch has no `after` (without an embedded schema a delete's
+    /// `before` may hold the key columns only).
     pub columns: Option<Arc<[Column]>>,
+    /// Source position and columns of the newest `after` image, and every column list seen.
+    newest: Option<(u64, Arc<[Column]>)>,
+    /// Every column list seen, with the newest source position it was seen at.
+    seen: Vec<(u64, Arc<[Column]>)>,
     index: HashMap<String, usize>,
 }
 
 impl TableBatch {
+    /// Notes the columns of an `after` image written at source position `lsn`. Images of one
+    /// schema share their column list, so this is a pointer comparison unless the source
+    /// schema changed within the batch (partitions interleave old and new images).
+    fn note_columns(&mut self, cols: &Arc<[Column]>, lsn: u64) {
+        let seen = self.seen.iter().position(|(_, s)| Arc::ptr_eq(s, cols));
+        let newer = self.newest.as_ref().is_none_or(|(at, _)| lsn >= *at);
+        match seen {
+            Some(i) => {
+                let at = &mut self.seen[i].0;
+                *at = (*at).max(lsn);
+            }
+            None => self.seen.push((lsn, cols.clone())),
+        }
+        if newer {
+            let same = self
+                .newest
+                .as_ref()
+                .is_some_and(|(_, n)| Arc::ptr_eq(n, cols));
+            self.newest = Some((lsn, cols.clone()));
+            if same {
+                return;
+            }
+        } else if seen.is_some() {
+            return;
+        }
+        let Some((_, newest)) = &self.newest else {
+            return;
+        };
+        // Newest first; a column only older images have takes its type from the newest of them.
+        let mut older: Vec<&(u64, Arc<[Column]>)> = self.seen.iter().collect();
+        older.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut union: Vec<Column> = newest.to_vec();
+        for c in older.iter().flat_map(|(_, s)| s.iter()) {
+            if !union.iter().any(|u| u.name == c.name) {
+                union.push(c.clone());
+            }
+        }
+        self.columns = Some(if union.len() == newest.len() {
+            newest.clone()
+        } else {
+            union.into()
+        });
+    }
+
     fn add(&mut self, change: Change, index: usize) {
         if let Some(after) = &change.after {
-            self.columns = Some(after.columns.clone());
+            self.note_columns(&after.columns, change.position.lsn);
         } else if let (None, Some(before)) = (&self.columns, &change.before) {
             self.columns = Some(before.columns.clone());
         }
@@ -156,6 +205,8 @@ impl Batch {
             TableBatch {
                 rows: rows.to_vec(),
                 columns,
+                newest: None,
+                seen: Vec::new(),
                 index: HashMap::new(),
             },
         );
@@ -390,6 +441,61 @@ mod tests {
         let b = batch_of(vec![change(Op::Create, 1, 10, "new", text("d")), delete]);
         let tb = b.tables.values().next().unwrap();
         assert_eq!(tb.columns.as_ref().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn columns_of_a_batch_are_the_newest_schema_plus_dropped_columns() {
+        let col = |n: &str, ty: ColumnType| Column {
+            name: n.into(),
+            ty,
+            optional: true,
+        };
+        let old: Arc<[Column]> = vec![
+            col("id", ColumnType::Integer),
+            col("gone", ColumnType::Text),
+            col(
+                "amt",
+                ColumnType::Decimal {
+                    precision: Some(10),
+                    scale: 2,
+                },
+            ),
+        ]
+        .into();
+        let new: Arc<[Column]> = vec![
+            col("id", ColumnType::Integer),
+            col(
+                "amt",
+                ColumnType::Decimal {
+                    precision: Some(14),
+                    scale: 2,
+                },
+            ),
+        ]
+        .into();
+        let mut tb = TableBatch::default();
+        let older: Arc<[Column]> = vec![
+            col("id", ColumnType::Integer),
+            col("gone", ColumnType::Integer),
+        ]
+        .into();
+        // Partitions interleave: the newest schema arrives first, older images after it.
+        tb.note_columns(&new, 20);
+        tb.note_columns(&older, 5);
+        tb.note_columns(&old, 10);
+        tb.note_columns(&new, 30);
+        let cols = tb.columns.clone().unwrap();
+        let names: Vec<&str> = cols.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["id", "amt", "gone"]);
+        assert_eq!(
+            cols[1].ty,
+            ColumnType::Decimal {
+                precision: Some(14),
+                scale: 2
+            }
+        );
+        // The dropped column's type is the one of the newest image that had it.
+        assert_eq!(cols[2].ty, ColumnType::Text);
     }
 
     #[test]

@@ -365,7 +365,10 @@ impl Pipeline {
             let batch = self.batcher.current();
             let result = self.sink.load(batch).await;
             let result = match result {
-                Err(e) if e.is_refusal() && refusals + 1 >= REFUSALS_BEFORE_ISOLATING => {
+                Err(e)
+                    if e.is_incompatible()
+                        || (e.is_refusal() && refusals + 1 >= REFUSALS_BEFORE_ISOLATING) =>
+                {
                     warn!(error = %e, "Snowflake keeps refusing the batch; looking for the rows it refuses");
                     match self.isolate(shutdown).await {
                         Isolation::Done(rows) => Ok(rows),
@@ -610,6 +613,11 @@ impl Pipeline {
                 let sub = self.batcher.current().subset(&table, &piece);
                 match self.sink.load(&sub).await {
                     Ok(r) => loaded += r.rows,
+                    // The table cannot take these rows at all: every row of it is refused.
+                    Err(e) if e.is_incompatible() => {
+                        let reason = e.to_string();
+                        refused.extend(piece.into_iter().map(|r| (r, reason.clone())));
+                    }
                     Err(e) if e.is_refusal() && piece.len() > 1 => {
                         let (a, b) = piece.split_at(piece.len() / 2);
                         pending.push(b.to_vec());

@@ -19,12 +19,26 @@ pub enum SinkError {
     /// The batch cannot be loaded as described (e.g. no schema known for a table).
     #[error("cannot load table {table}: {reason}")]
     Table { table: String, reason: String },
+    /// The source changed a column's type in a way the target column cannot follow. The
+    /// table's records are dead-lettered until the target is changed by hand.
+    #[error("cannot load table {table}: column {column} is {existing} in Snowflake and the source now sends {wanted}, a change Snowflake cannot apply in place; alter or rename the column (or load into a new table), then replay the dead-lettered records")]
+    Incompatible {
+        table: String,
+        column: String,
+        existing: String,
+        wanted: String,
+    },
 }
 
 impl SinkError {
     /// Whether retrying cannot help (the configuration must change first).
     pub fn is_permanent(&self) -> bool {
         matches!(self, SinkError::Config(_))
+    }
+
+    /// Whether the table's records cannot load until someone changes the target table.
+    pub fn is_incompatible(&self) -> bool {
+        matches!(self, SinkError::Incompatible { .. })
     }
 
     /// Whether Snowflake refused a statement (as opposed to not answering).

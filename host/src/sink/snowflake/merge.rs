@@ -234,7 +234,9 @@ impl MergePlan {
         for (i, name) in self.source_names.iter().enumerate() {
             let cell = match (positional, &row.image) {
                 (Some(cells), _) => cells.get(i),
-                (None, Some(img)) => img.get(name),
+                // An image without this column (written before the source added it, or after
+                // it dropped it): a stored row keeps its value, a new row gets NULL.
+                (None, Some(img)) => img.get(name).or(Some(&Cell::Unchanged)),
                 (None, None) => {
                     // Key-only delete: only the key columns have values.
                     match row.key.iter().find(|(k, _)| k == name) {

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use self::client::SnowflakeClient;
 use self::merge::{MergePlan, MAX_PAYLOAD_BYTES};
 use self::schema::{
-    create_rejects_sql, create_stage_sql, create_target_sql, ident, insert_rejects_sql, sql_type,
-    target_columns, warehouse_name, TargetColumn,
+    create_rejects_sql, create_stage_sql, create_target_sql, evolve, ident, insert_rejects_sql,
+    sql_type, target_columns, warehouse_name, Evolution, TargetColumn,
 };
 use super::SinkError;
 use crate::batch::{Batch, TableBatch};
@@ -274,14 +274,46 @@ impl SnowflakeSink {
                 .execute(&create_target_sql(&target, &cols, &key))
                 .await?;
             // Columns the table lacks (new source columns, or columns a plugin adds) are added;
-            // existing ones are never dropped or retyped.
+            // a NUMBER whose precision grew is widened; nothing is dropped (a column dropped at
+            // the source stays, new rows leave it NULL). A type change Snowflake cannot apply
+            // stops here, before any change to the table.
             let existing = self.column_types(table).await?;
+            let mut widen = Vec::new();
             for (c, source) in cols.iter_mut().zip(columns.iter()) {
+                let Some(t) = existing.get(&c.name) else {
+                    continue;
+                };
                 if source.ty == ColumnType::Unknown {
-                    if let Some(t) = existing.get(&c.name) {
-                        c.sql_type = t.clone();
+                    c.sql_type = t.clone();
+                    continue;
+                }
+                match evolve(t, &c.sql_type) {
+                    // A wider NUMBER than asked (older images of a widened column): stage into
+                    // the column's own type so the newer, wider values fit.
+                    Evolution::Keep if t.starts_with("NUMBER(") => c.sql_type = t.clone(),
+                    Evolution::Keep => {}
+                    Evolution::Widen(to) => {
+                        widen.push((c.name.clone(), t.clone(), to.clone()));
+                        c.sql_type = to;
+                    }
+                    Evolution::Incompatible => {
+                        return Err(SinkError::Incompatible {
+                            table: target.clone(),
+                            column: c.name.clone(),
+                            existing: t.clone(),
+                            wanted: c.sql_type.clone(),
+                        })
                     }
                 }
+            }
+            for (name, from, to) in widen {
+                self.client
+                    .execute(&format!(
+                        "ALTER TABLE {target} ALTER COLUMN {} SET DATA TYPE {to}",
+                        ident(&name)
+                    ))
+                    .await?;
+                info!(table = %target, column = %name, from = %from, to = %to, "widened a column of the target table");
             }
             for c in &cols {
                 if !existing.contains_key(&c.name) {
@@ -423,8 +455,12 @@ impl SnowflakeSink {
     }
 }
 
+/// Whether two column lists are the same set (a batch's union may list them in another order;
+/// the plan reads rows by name then, and needs no new plan).
 fn same_columns(a: &Arc<[Column]>, b: &Arc<[Column]>) -> bool {
-    Arc::ptr_eq(a, b) || a[..] == b[..]
+    Arc::ptr_eq(a, b)
+        || a[..] == b[..]
+        || (a.len() == b.len() && a.iter().all(|c| b.iter().any(|d| d == c)))
 }
 
 /// Splits a SQL script on `;` at the end of a line, dropping comment-only pieces.

@@ -91,6 +91,62 @@ pub fn sql_type(ty: &ColumnType) -> String {
     }
 }
 
+/// What a target column needs when the source's type for it may have changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evolution {
+    /// The column holds the source's values as it is.
+    Keep,
+    /// Snowflake can widen the column in place: `ALTER COLUMN ... SET DATA TYPE` this type.
+    Widen(String),
+    /// Snowflake cannot turn the existing type into the wanted one.
+    Incompatible,
+}
+
+/// Compares a target column's existing type (as [`super::SnowflakeSink`] reads it back:
+/// `NUMBER(p,s)`, `VARCHAR`, `FLOAT`, ...) with the type the source now asks for.
+/// Snowflake widens a NUMBER's precision (same scale) in place; it changes no scale and no
+/// type family. A VARIANT column holds any value.
+pub fn evolve(existing: &str, wanted: &str) -> Evolution {
+    let base = |t: &str| -> String {
+        let b = t.split('(').next().unwrap_or(t).trim().to_ascii_uppercase();
+        match b.as_str() {
+            "TEXT" | "STRING" | "CHAR" | "CHARACTER" => "VARCHAR".into(),
+            "DECIMAL" | "NUMERIC" | "INT" | "INTEGER" | "BIGINT" | "SMALLINT" => "NUMBER".into(),
+            "DOUBLE" | "DOUBLE PRECISION" | "REAL" | "FLOAT4" | "FLOAT8" => "FLOAT".into(),
+            "TIMESTAMP" | "DATETIME" => "TIMESTAMP_NTZ".into(),
+            _ => b,
+        }
+    };
+    let (e, w) = (base(existing), base(wanted));
+    if e == "VARIANT" {
+        return Evolution::Keep;
+    }
+    if e != w {
+        return Evolution::Incompatible;
+    }
+    if e != "NUMBER" {
+        return Evolution::Keep;
+    }
+    match (number_args(existing), number_args(wanted)) {
+        (Some((ep, es)), Some((wp, ws))) if es == ws => {
+            if wp > ep {
+                Evolution::Widen(format!("NUMBER({wp},{ws})"))
+            } else {
+                Evolution::Keep
+            }
+        }
+        (Some(_), Some(_)) => Evolution::Incompatible,
+        // A bare NUMBER is NUMBER(38,0).
+        _ => Evolution::Keep,
+    }
+}
+
+fn number_args(t: &str) -> Option<(u32, u32)> {
+    let inner = t.split_once('(')?.1.strip_suffix(')')?;
+    let (p, s) = inner.split_once(',').unwrap_or((inner, "0"));
+    Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+}
+
 /// The expression that reads element `i` of a staged JSON row as `sql_type`.
 pub fn stage_expr(i: usize, sql_type: &str) -> String {
     let v = format!("f.value[{i}]");
@@ -138,7 +194,8 @@ pub fn create_target_sql(table: &str, columns: &[TargetColumn], key: &[String]) 
     format!("CREATE TABLE IF NOT EXISTS {table} ({})", defs.join(", "))
 }
 
-/// `CREATE TEMPORARY TABLE` for the stage of a target table (session-scoped, unqualified).
+/// `CREATE OR REPLACE TEMPORARY TABLE` for the stage of a target table (session-scoped,
+/// unqualified). Replaced, not kept: after a schema change the stage must get the new columns.
 pub fn create_stage_sql(stage: &str, columns: &[TargetColumn]) -> String {
     let defs: Vec<String> = columns
         .iter()
@@ -148,7 +205,7 @@ pub fn create_stage_sql(stage: &str, columns: &[TargetColumn]) -> String {
         .map(|(n, t)| format!("{} {t}", ident(n)))
         .collect();
     format!(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ({})",
+        "CREATE OR REPLACE TEMPORARY TABLE {stage} ({})",
         defs.join(", ")
     )
 }
@@ -156,6 +213,25 @@ pub fn create_stage_sql(stage: &str, columns: &[TargetColumn]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_changes_snowflake_can_and_cannot_apply() {
+        use Evolution::*;
+        assert_eq!(
+            evolve("NUMBER(10,2)", "NUMBER(12,2)"),
+            Widen("NUMBER(12,2)".into())
+        );
+        assert_eq!(evolve("NUMBER(12,2)", "NUMBER(10,2)"), Keep);
+        assert_eq!(evolve("NUMBER(38,0)", "NUMBER(38,0)"), Keep);
+        assert_eq!(evolve("NUMBER(12,2)", "NUMBER(12,4)"), Incompatible);
+        assert_eq!(evolve("NUMBER(38,0)", "VARCHAR"), Incompatible);
+        assert_eq!(evolve("VARCHAR", "NUMBER(38,0)"), Incompatible);
+        assert_eq!(evolve("TEXT", "VARCHAR"), Keep);
+        assert_eq!(evolve("TIMESTAMP_TZ", "TIMESTAMP_TZ(9)"), Keep);
+        assert_eq!(evolve("TIMESTAMP_NTZ", "TIMESTAMP_TZ(9)"), Incompatible);
+        assert_eq!(evolve("FLOAT", "NUMBER(38,0)"), Incompatible);
+        assert_eq!(evolve("VARIANT", "VARCHAR"), Keep);
+    }
     use std::sync::Arc;
 
     /// `sql/setup_snowflake.sql` is for people who create the table by hand: it must declare
