@@ -87,7 +87,7 @@ impl TableBatch {
         };
         // Newest first; a column only older images have takes its type from the newest of them.
         let mut older: Vec<&(u64, Arc<[Column]>)> = self.seen.iter().collect();
-        older.sort_by(|a, b| b.0.cmp(&a.0));
+        older.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut union: Vec<Column> = newest.to_vec();
         for c in older.iter().flat_map(|(_, s)| s.iter()) {
             if !union.iter().any(|u| u.name == c.name) {
