@@ -57,6 +57,25 @@ pub struct TableBatch {
 }
 
 impl TableBatch {
+    /// Source position of the newest image that has a column named `name` (its type in
+    /// [`TableBatch::columns`] is that image's); 0 if none has it.
+    pub fn column_lsn(&self, name: &str) -> u64 {
+        self.seen
+            .iter()
+            .filter(|(_, cols)| cols.iter().any(|c| &*c.name == name))
+            .map(|(at, _)| *at)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether the newest `after` image has a column named `name` (columns only older images
+    /// have were dropped at the source meanwhile).
+    pub fn newest_has(&self, name: &str) -> bool {
+        self.newest
+            .as_ref()
+            .is_none_or(|(_, cols)| cols.iter().any(|c| &*c.name == name))
+    }
+
     /// Notes the columns of an `after` image written at source position `lsn`. Images of one
     /// schema share their column list, so this is a pointer comparison unless the source
     /// schema changed within the batch (partitions interleave old and new images).
@@ -198,15 +217,15 @@ pub struct Batch {
 impl Batch {
     /// A batch holding only `rows` of `table` (used to find the rows a load refuses).
     pub fn subset(&self, table: &TableId, rows: &[FoldedRow]) -> Batch {
-        let columns = self.tables.get(table).and_then(|t| t.columns.clone());
+        let whole = self.tables.get(table);
         let mut tables = HashMap::new();
         tables.insert(
             table.clone(),
             TableBatch {
                 rows: rows.to_vec(),
-                columns,
-                newest: None,
-                seen: Vec::new(),
+                columns: whole.and_then(|t| t.columns.clone()),
+                newest: whole.and_then(|t| t.newest.clone()),
+                seen: whole.map(|t| t.seen.clone()).unwrap_or_default(),
                 index: HashMap::new(),
             },
         );

@@ -115,6 +115,10 @@ impl Default for RegistryConfig {
     }
 }
 
+fn default_table_name() -> String {
+    "{table}".into()
+}
+
 fn default_registry_timeout_ms() -> u64 {
     10_000
 }
@@ -216,9 +220,17 @@ pub struct SnowflakeConfig {
     /// Base URL override (PrivateLink, a local emulator); default is the account's URL.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// Target table name for every source table; default: the source table name, upper-cased.
+    /// One target table for every source table (overrides the naming rule below).
     #[serde(default)]
     pub table: Option<String>,
+    /// The naming rule for target tables: `{schema}` and `{table}` are the source's names; the
+    /// result is upper-cased. Default `{table}`.
+    #[serde(default = "default_table_name")]
+    pub table_name: String,
+    /// Per-topic target names, overriding the rule: `"cdc.shop.orders" = "ORDERS"`; a key may
+    /// also be the source table as `schema.table`. Used as written (no upper-casing).
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
     #[serde(default)]
     pub delete_mode: DeleteMode,
     #[serde(default)]

@@ -274,6 +274,7 @@ impl Pipeline {
                 Step::Done
             }
             Ok(Decoded::Change(change)) if change.op == Op::Truncate => {
+                self.sink.note_topic(&change.table, msg.topic());
                 match self.flush(shutdown).await {
                     Step::Done => {}
                     other => return other,
@@ -311,6 +312,7 @@ impl Pipeline {
             }
             Ok(Decoded::Change(change)) => {
                 Stats::add(&self.stats.decoded, 1);
+                self.sink.note_topic(&change.table, msg.topic());
                 let index = self.batcher.push(*change);
                 debug_assert_eq!(index, self.in_flight.len());
                 self.source.mark(msg.topic(), msg.partition(), msg.offset());
@@ -554,11 +556,8 @@ impl Pipeline {
                 topic: msg.topic().to_string(),
                 partition: msg.partition(),
                 offset: msg.offset(),
-                key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                event: msg
-                    .payload()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .unwrap_or_default(),
+                key: msg.key().map(as_text),
+                event: msg.payload().map(as_text).unwrap_or_default(),
                 reason: reason.clone(),
                 plugin: plugin.clone(),
             });
@@ -671,6 +670,19 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// Message bytes as text for the rejects table: JSON as it is, binary formats (Avro) as
+/// `base64:` and their bytes, so nothing is lost and the event can be replayed.
+fn as_text(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.starts_with('\0') => s.to_string(),
+        _ => format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
     }
 }
 

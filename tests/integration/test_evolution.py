@@ -114,8 +114,11 @@ def test_add_widen_and_drop_columns_under_load(pg):
     assert writer.count > 500, writer.count
 
     with pg.cursor() as cur:
-        cur.execute(f"SELECT id, name, qty, {amt} FROM evolving")
+        # Rows an earlier run's incompatible change sent to the dead-letter topic stay out.
+        cur.execute(f"SELECT id, name, qty, {amt} FROM evolving WHERE name IS DISTINCT FROM 'changed'")
         source = {r[0]: r[1:] for r in cur.fetchall()}
+        cur.execute("SELECT count(*) FROM evolving WHERE name = 'changed'")
+        changed_rows = cur.fetchone()[0]
 
     try:
         for fmt, run in runs.items():
@@ -153,7 +156,10 @@ def test_add_widen_and_drop_columns_under_load(pg):
         out = f.output()
         assert "added a column to the target table" in out, f"{fmt}: {f.log_path}"
         assert "widened a column of the target table" in out, f"{fmt}: {f.log_path}"
-        assert "dlq=0" in out.split("floe stopped")[-1], f"{fmt}: {out[-1500:]}"
+        # Nothing dead-lettered but earlier runs' incompatible rows (none on a fresh stack; on a
+        # reused one, how many depends on how their batches fell).
+        dead = int(out.split("floe stopped")[-1].split("dlq=")[1].split()[0])
+        assert dead <= changed_rows, f"{fmt}: {dead} dead-lettered, expected {changed_rows}; {f.log_path}"
 
 
 def test_an_incompatible_type_change_goes_to_the_dead_letter_topic(pg):
@@ -171,9 +177,12 @@ def test_an_incompatible_type_change_goes_to_the_dead_letter_topic(pg):
             cur.execute(f"ALTER TABLE evolving ALTER COLUMN {flip} TYPE TEXT")
             cur.execute(f"INSERT INTO evolving (name, {flip}) VALUES ('changed', 'abc') RETURNING id")
             changed = cur.fetchone()[0]
-            dead = dlq_messages(run, "load", 1, timeout=90)
-            assert dead, f"nothing dead-lettered; log: {floe.log_path}"
-            assert json.loads(dead[0].key())["payload"]["id"] == changed
+            # (Earlier runs' incompatible rows are in the topic too: find this run's.)
+            dead, deadline = [], time.time() + 90
+            while not dead and time.time() < deadline:
+                dead = [m for m in dlq_messages(run, "load", 1, timeout=10)
+                        if json.loads(m.key())["payload"]["id"] == changed]
+            assert dead, f"the changed row was not dead-lettered; log: {floe.log_path}"
             reason = dict(dead[0].headers())["floe.reason"].decode()
             assert flip.upper() in reason and "cannot apply in place" in reason, reason
             # Once the column is gone from the source, the table loads again.

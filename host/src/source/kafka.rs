@@ -73,6 +73,11 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "2000");
+        if cfg.topics.iter().any(|t| t.starts_with('^')) {
+            // A pattern matches topics created later (a table added to the connector); look for
+            // them every 10 s rather than librdkafka's default 5 minutes.
+            c.set("topic.metadata.refresh.interval.ms", "10000");
+        }
         for (k, v) in cfg.properties.iter().chain(&cfg.consumer_properties) {
             c.set(k, v);
         }

@@ -16,6 +16,9 @@ use crate::batch::{FoldedRow, RowAction};
 use crate::change::{Cell, Column};
 use crate::config::DeleteMode;
 
+/// What identifies a row of an append-only table: the Kafka position of its change.
+const APPEND_KEY: [&str; 2] = ["CDC_KAFKA_PARTITION", "CDC_KAFKA_OFFSET"];
+
 /// Largest bound payload per stage insert; Snowflake accepts 16 MB per bind value.
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 
@@ -32,7 +35,9 @@ pub struct MergePlan {
     pub image_columns: Arc<[Column]>,
     /// Data columns of the target, in payload order.
     pub columns: Vec<TargetColumn>,
-    /// Indexes into `columns` of the key columns.
+    /// Indexes into `columns` of the key columns; empty for a source table without a primary
+    /// key, which is loaded append-only (one row per change, replays recognised by their Kafka
+    /// partition and offset).
     pub key: Vec<usize>,
     pub delete_mode: DeleteMode,
 }
@@ -75,13 +80,23 @@ impl MergePlan {
         )
     }
 
+    /// Whether the table is loaded append-only (its source has no primary key).
+    pub fn is_append_only(&self) -> bool {
+        self.key.is_empty()
+    }
+
     fn key_join(&self, left: &str, right: &str) -> String {
-        self.key
+        let names: Vec<String> = if self.is_append_only() {
+            APPEND_KEY.iter().map(|n| ident(n)).collect()
+        } else {
+            self.key
+                .iter()
+                .map(|&k| ident(&self.columns[k].name))
+                .collect()
+        };
+        names
             .iter()
-            .map(|&k| {
-                let c = ident(&self.columns[k].name);
-                format!("{left}.{c} = {right}.{c}")
-            })
+            .map(|c| format!("{left}.{c} = {right}.{c}"))
             .collect::<Vec<_>>()
             .join(" AND ")
     }
@@ -134,6 +149,10 @@ impl MergePlan {
             self.stage,
             self.key_join("t", "s")
         );
+        if self.is_append_only() {
+            // Every change is a row; a replayed one is already there.
+            return format!("{head} WHEN NOT MATCHED THEN {insert}");
+        }
         match self.delete_mode {
             DeleteMode::Soft => {
                 let mut del_set = vec!["\"IS_DELETED\" = TRUE".to_string()];

@@ -59,6 +59,11 @@ pub struct SnowflakeSink {
     tables: HashMap<TableId, TableState>,
     /// Rejects tables known to exist in this process.
     rejects_ready: std::collections::HashSet<String>,
+    /// The topic each source table was read from (for per-topic target names).
+    topics: HashMap<TableId, Arc<str>>,
+    /// Per table and target column: the source position of the newest image whose type the
+    /// column was given or checked against.
+    type_lsn: HashMap<TableId, HashMap<String, u64>>,
 }
 
 impl SnowflakeSink {
@@ -68,15 +73,44 @@ impl SnowflakeSink {
             cfg: cfg.clone(),
             tables: HashMap::new(),
             rejects_ready: Default::default(),
+            topics: HashMap::new(),
+            type_lsn: HashMap::new(),
         })
     }
 
-    /// The warehouse name of a source table's target: `snowflake.table`, or the source name.
+    /// Notes that changes of `table` come from `topic` (only needed for per-topic names).
+    pub fn note_topic(&mut self, table: &TableId, topic: &str) {
+        if self.cfg.tables.is_empty() || self.topics.contains_key(table) {
+            return;
+        }
+        self.topics.insert(table.clone(), Arc::from(topic));
+    }
+
+    /// The warehouse name of a source table's target: `snowflake.table` if set, else the
+    /// per-topic (or per `schema.table`) override, else the naming rule.
     fn table_name(&self, table: &TableId) -> String {
-        self.cfg
-            .table
-            .clone()
-            .unwrap_or_else(|| warehouse_name(&table.table))
+        if let Some(t) = &self.cfg.table {
+            return t.clone();
+        }
+        let by_topic = self
+            .topics
+            .get(table)
+            .and_then(|t| self.cfg.tables.get(&**t));
+        let by_source = || {
+            self.cfg
+                .tables
+                .get(&format!("{}.{}", table.schema, table.table))
+        };
+        if let Some(name) = by_topic.or_else(by_source) {
+            return name.clone();
+        }
+        warehouse_name(
+            &self
+                .cfg
+                .table_name
+                .replace("{schema}", &table.schema)
+                .replace("{table}", &table.table),
+        )
     }
 
     /// `name` qualified with the configured database and schema.
@@ -168,8 +202,10 @@ impl SnowflakeSink {
             for payload in staged.payloads {
                 self.client.execute_bound(&insert, payload.json).await?;
             }
-            for &i in &staged.unchanged_columns {
-                self.client.execute(&plan.fill_unchanged_sql(i)).await?;
+            if !plan.is_append_only() {
+                for &i in &staged.unchanged_columns {
+                    self.client.execute(&plan.fill_unchanged_sql(i)).await?;
+                }
             }
             self.client.execute(&plan.merge_sql()).await?;
             report.rows += tb.rows.len();
@@ -253,12 +289,8 @@ impl SnowflakeSink {
             .find(|r| !r.key.is_empty())
             .map(|r| r.key.iter().map(|(k, _)| k.clone()).collect())
             .unwrap_or_default();
-        if key_names.is_empty() {
-            return Err(SinkError::Table {
-                table: table.table.to_string(),
-                reason: "the table has no primary key (append-only loading is not supported yet)"
-                    .into(),
-            });
+        if key_names.is_empty() && !self.tables.contains_key(table) {
+            info!(table = %target, "the source table has no primary key: loading it append-only (one row per change)");
         }
         // Events with an embedded schema type every source column, keys included; a column
         // still untyped then is one a plugin added with only NULLs so far.
@@ -283,7 +315,23 @@ impl SnowflakeSink {
                 let Some(t) = existing.get(&c.name) else {
                     continue;
                 };
-                if source.ty == ColumnType::Unknown {
+                // A column the newest image lacks (dropped at the source) keeps its type.
+                if source.ty == ColumnType::Unknown || !tb.newest_has(&source.name) {
+                    c.sql_type = t.clone();
+                    continue;
+                }
+                // Images older than the one that set the column's current type (a partition
+                // lagging behind the others, a replay) load into that type; only a newer image
+                // can ask for another one.
+                let image_lsn = tb.column_lsn(&source.name);
+                let typed_at = self
+                    .type_lsn
+                    .get(table)
+                    .and_then(|m| m.get(&c.name))
+                    .copied()
+                    .unwrap_or(0);
+                if image_lsn < typed_at && matches!(evolve(t, &c.sql_type), Evolution::Incompatible)
+                {
                     c.sql_type = t.clone();
                     continue;
                 }
@@ -305,6 +353,12 @@ impl SnowflakeSink {
                         })
                     }
                 }
+            }
+            let typed = self.type_lsn.entry(table.clone()).or_default();
+            for (c, source) in cols.iter().zip(columns.iter()) {
+                let at = tb.column_lsn(&source.name);
+                let entry = typed.entry(c.name.clone()).or_insert(at);
+                *entry = (*entry).max(at);
             }
             for (name, from, to) in widen {
                 self.client
