@@ -434,6 +434,38 @@ mod tests {
     }
 
     #[test]
+    fn append_only_tables_insert_each_change_once_by_kafka_position() {
+        let mut p = plan(DeleteMode::Soft);
+        p.key.clear();
+        assert!(p.is_append_only());
+        let sql = p.merge_sql();
+        assert!(sql.contains(
+            "ON t.\"CDC_KAFKA_PARTITION\" = s.\"CDC_KAFKA_PARTITION\" AND t.\"CDC_KAFKA_OFFSET\" = s.\"CDC_KAFKA_OFFSET\""
+        ), "{sql}");
+        assert!(sql.contains("WHEN NOT MATCHED THEN INSERT"), "{sql}");
+        assert!(!sql.contains("WHEN MATCHED"), "{sql}");
+    }
+
+    #[test]
+    fn a_column_missing_from_an_image_keeps_the_stored_value() {
+        let p = plan(DeleteMode::Soft);
+        // An image of an older schema: only `id`.
+        let older: Arc<[Column]> = vec![test_columns()[0].clone()].into();
+        let mut row = folded(3, Cell::Value("x".into()), RowAction::Upsert);
+        row.image = Some(Row {
+            columns: older,
+            cells: vec![Cell::Value(3.into())],
+        });
+        let staged = p.stage_rows(&[row], Utc::now(), MAX_PAYLOAD_BYTES);
+        let v: Value = serde_json::from_str(&staged.payloads[0].json).unwrap();
+        assert_eq!(v[0][1], Value::Null);
+        assert_eq!(
+            v[0][10], ",1,",
+            "NOTE is filled from the target (NULL for a new row)"
+        );
+    }
+
+    #[test]
     fn payloads_split_by_size() {
         let p = plan(DeleteMode::Soft);
         let rows: Vec<_> = (0..50)

@@ -64,6 +64,9 @@ pub struct SnowflakeSink {
     /// Per table and target column: the source position of the newest image whose type the
     /// column was given or checked against.
     type_lsn: HashMap<TableId, HashMap<String, u64>>,
+    /// Per table, the source position of the last TRUNCATE applied by this process: a change
+    /// older than it (from a partition that lags behind the truncate's) is not loaded.
+    truncated_at: HashMap<TableId, u64>,
 }
 
 impl SnowflakeSink {
@@ -75,6 +78,7 @@ impl SnowflakeSink {
             rejects_ready: Default::default(),
             topics: HashMap::new(),
             type_lsn: HashMap::new(),
+            truncated_at: HashMap::new(),
         })
     }
 
@@ -194,7 +198,20 @@ impl SnowflakeSink {
             }
             self.prepare(table, tb).await?;
             let plan = self.tables[table].plan.clone();
-            let staged = plan.stage_rows(&tb.rows, Utc::now(), MAX_PAYLOAD_BYTES);
+            let kept: Vec<_>;
+            let rows = match self.truncated_at.get(table) {
+                Some(&at) => {
+                    kept = tb
+                        .rows
+                        .iter()
+                        .filter(|r| r.position.lsn >= at)
+                        .cloned()
+                        .collect();
+                    &kept[..]
+                }
+                None => &tb.rows[..],
+            };
+            let staged = plan.stage_rows(rows, Utc::now(), MAX_PAYLOAD_BYTES);
             self.client
                 .execute(&format!("DELETE FROM {}", plan.stage))
                 .await?;
@@ -208,7 +225,7 @@ impl SnowflakeSink {
                 }
             }
             self.client.execute(&plan.merge_sql()).await?;
-            report.rows += tb.rows.len();
+            report.rows += rows.len();
             report.tables += 1;
         }
         Ok(report)
@@ -238,7 +255,10 @@ impl SnowflakeSink {
                 "UPDATE {target} SET \"IS_DELETED\" = TRUE, \"CDC_OPERATION\" = 't' WHERE \"CDC_LSN\" < ?"
             ),
         };
-        self.client.execute_bound(&sql, lsn.to_string()).await
+        self.client.execute_bound(&sql, lsn.to_string()).await?;
+        let at = self.truncated_at.entry(table.clone()).or_insert(lsn);
+        *at = (*at).max(lsn);
+        Ok(())
     }
 
     /// Makes sure the target table exists, its merge plan matches the batch's columns, and the
@@ -546,6 +566,36 @@ pub fn split_statements(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sink(toml: &str) -> SnowflakeSink {
+        let cfg = crate::config::Config::from_toml(
+            &format!(
+                "[kafka]\nbrokers = \"b\"\ntopics = [\"t\"]\n[snowflake]\naccount = \"a\"\nuser = \"u\"\npassword = \"p\"\n{toml}"
+            ),
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        SnowflakeSink::new(&cfg.snowflake).unwrap()
+    }
+
+    #[test]
+    fn target_names_follow_the_rule_then_per_topic_overrides() {
+        let orders = TableId {
+            schema: "shop".into(),
+            table: "orders".into(),
+        };
+        let lines = TableId {
+            schema: "shop".into(),
+            table: "order_lines".into(),
+        };
+        let mut s = sink("table_name = \"{schema}_{table}\"\n[snowflake.tables]\n\"cdc.shop.orders\" = \"Orders_V2\"\n\"shop.order_lines\" = \"LINES\"");
+        assert_eq!(s.table_name(&orders), "SHOP_ORDERS");
+        s.note_topic(&orders, "cdc.shop.orders");
+        assert_eq!(s.table_name(&orders), "Orders_V2");
+        assert_eq!(s.table_name(&lines), "LINES");
+        assert_eq!(sink("table = \"ONE\"").table_name(&lines), "ONE");
+        assert_eq!(sink("").table_name(&lines), "ORDER_LINES");
+    }
 
     #[test]
     fn sql_files_split_into_statements() {
