@@ -251,6 +251,47 @@ fn fault_then_recover(s: PluginConfig) -> String {
     reason
 }
 
+/// What a plugin says it reads (its `init` result) is what it is handed: those columns in row
+/// order, `before` only when asked for; the key always whole. Edits still reach every column.
+#[test]
+fn a_plugin_is_handed_only_what_it_reads() {
+    let describe = |reads: &str| {
+        let s = spec(
+            "describe",
+            dist("testing/misbehave.wasm"),
+            &format!("mode = \"describe\"\n{reads}"),
+        );
+        let mut chain = PluginChain::build(&engine(), &[s]).expect("plugin loads");
+        let mut update = change(Op::Update, 1, json!(7), json!("1.00"), "pending");
+        update.before = update.after.clone();
+        let mut changes = vec![update, change(Op::Delete, 2, json!(7), json!("1.00"), "x")];
+        chain
+            .run(&mut changes)
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Reject { reason, .. } => reason,
+                other => panic!("describe rejects everything, got {other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = "transaction_id,user_id,amount,status,payment_method,created_at";
+    assert_eq!(
+        describe(""),
+        [
+            format!("after={all} before={all}"),
+            format!("after=- before={all}")
+        ]
+    );
+    assert_eq!(
+        describe("reads = [\"status\", \"transaction_id\", \"not_a_column\"]\nbefore = false"),
+        ["after=transaction_id,status before=-", "after=- before=-"]
+    );
+    assert_eq!(
+        describe("reads = [\"amount\"]\nbefore = true"),
+        ["after=amount before=amount", "after=- before=amount"]
+    );
+}
+
 #[test]
 fn a_trapping_plugin_faults_with_its_panic_message() {
     let reason = fault_then_recover(misbehave("trap"));
@@ -299,7 +340,7 @@ fn a_plugin_built_against_another_wit_version_is_refused_naming_both() {
     let text = err.to_string();
     assert!(matches!(err, PluginError::Version { .. }), "{text}");
     assert!(
-        text.contains("floe:plugin@0.2.0") && text.contains("floe:plugin@0.1.0"),
+        text.contains("floe:plugin@0.3.0") && text.contains("floe:plugin@0.2.0"),
         "{text}"
     );
     assert!(text.contains("`future`"), "{text}");
@@ -394,7 +435,7 @@ fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::copy(dist("testing/future_wit.wasm"), dir.join("p.wasm")).expect("copy");
     match reloader.poll(&mut chain) {
-        Reload::Refused(m) => assert!(m.contains("floe:plugin@0.2.0"), "{m}"),
+        Reload::Refused(m) => assert!(m.contains("floe:plugin@0.3.0"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v2"))));

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::bindings::exports::floe::plugin::transform::Decision;
-use super::convert::{apply_edits, to_wit, ColumnCache};
+use super::convert::{apply_edits, reaches_plugins, ColumnCache};
 use super::engine::{LoadedPlugin, PluginEngine};
 use super::PluginError;
 use crate::change::{Change, TableId};
@@ -101,17 +101,23 @@ impl PluginChain {
         let mut outcomes = vec![Outcome::Keep; changes.len()];
         for entry in &mut self.entries {
             let started = Instant::now();
-            let (indexes, batch): (Vec<usize>, Vec<_>) = changes
+            let (indexes, batch): (Vec<usize>, Vec<&Change>) = changes
                 .iter()
                 .enumerate()
-                .filter(|(i, c)| outcomes[*i] == Outcome::Keep && entry.applies_to(&c.table))
-                .filter_map(|(i, c)| to_wit(c).map(|w| (i, w)))
+                .filter(|(i, c)| {
+                    outcomes[*i] == Outcome::Keep
+                        && reaches_plugins(c)
+                        && entry.applies_to(&c.table)
+                })
                 .unzip();
             if batch.is_empty() {
                 continue;
             }
+            let handed = batch.len() as u64;
             let name = entry.plugin.name().to_string();
-            match entry.plugin.process(&batch) {
+            let result = entry.plugin.process(&batch);
+            drop(batch);
+            match result {
                 Ok(decisions) => {
                     for (i, decision) in indexes.into_iter().zip(decisions) {
                         match decision {
@@ -147,7 +153,7 @@ impl PluginChain {
                 }
             }
             entry.spent += started.elapsed();
-            entry.seen += batch.len() as u64;
+            entry.seen += handed;
         }
         outcomes
     }

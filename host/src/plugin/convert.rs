@@ -5,13 +5,64 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bumpalo::Bump;
 use serde_json::Value as Json;
 
-use super::bindings::floe::plugin::types::{Change as WitChange, Edit, Field, Op as WitOp, Value};
+use super::bindings::floe::plugin::types::{
+    Change as WitChange, Edit, FieldParam, FieldResult, Op as WitOp, Reads, ValueParam, ValueResult,
+};
 use crate::change::{Cell, Change, Column, ColumnType, Op, Row};
 
-/// The plugin's view of a change (`None` for a truncate, which plugins never see).
-pub fn to_wit(change: &Change) -> Option<WitChange> {
+/// Which columns of a row image a plugin reads, remembered for the last column list seen
+/// (the rows of a batch nearly always share one).
+pub struct Projection {
+    reads: Reads,
+    last: Option<(Arc<[Column]>, Vec<usize>)>,
+}
+
+impl Projection {
+    pub fn new(reads: Reads) -> Self {
+        Projection { reads, last: None }
+    }
+
+    /// Everything: every column and the `before` image.
+    pub fn all() -> Self {
+        Self::new(Reads {
+            columns: None,
+            before: true,
+        })
+    }
+
+    /// The positions in `columns` of the columns the plugin reads (`None`: all of them).
+    fn positions(&mut self, columns: &Arc<[Column]>) -> Option<&[usize]> {
+        let wanted = self.reads.columns.as_ref()?;
+        let hit = matches!(&self.last, Some((c, _)) if Arc::ptr_eq(c, columns));
+        if !hit {
+            let positions = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| wanted.iter().any(|w| **w == *c.name))
+                .map(|(i, _)| i)
+                .collect();
+            self.last = Some((columns.clone(), positions));
+        }
+        self.last.as_ref().map(|(_, p)| p.as_slice())
+    }
+}
+
+/// Whether plugins see this change (truncates go straight to the sink).
+pub fn reaches_plugins(change: &Change) -> bool {
+    change.op != Op::Truncate
+}
+
+/// The plugin's view of a change (`None` for a truncate, which plugins never see): the key
+/// whole, and the columns of the row images the plugin reads. Names and text are borrowed from
+/// `change`; values that must be made (bytes, text of a non-text value) go to `arena`.
+pub fn to_wit<'a>(
+    change: &'a Change,
+    projection: &mut Projection,
+    arena: &'a Bump,
+) -> Option<WitChange<'a>> {
     let op = match change.op {
         Op::Create => WitOp::Create,
         Op::Update => WitOp::Update,
@@ -19,96 +70,114 @@ pub fn to_wit(change: &Change) -> Option<WitChange> {
         Op::Read => WitOp::Read,
         Op::Truncate => return None,
     };
+    let before = match &change.before {
+        Some(row) if projection.reads.before => Some(fields(row, projection, arena)),
+        _ => None,
+    };
     Some(WitChange {
-        schema: change.table.schema.to_string(),
-        table: change.table.table.to_string(),
+        schema: &change.table.schema,
+        table: &change.table.table,
         op,
-        key: change
-            .key
-            .iter()
-            .map(|(name, v)| Field {
-                name: name.to_string(),
-                value: untyped(v),
-            })
-            .collect(),
-        before: change.before.as_ref().map(fields),
-        after: change.after.as_ref().map(fields),
+        key: arena.alloc_slice_fill_iter(change.key.iter().map(|(name, v)| FieldParam {
+            name,
+            value: untyped(v, arena),
+        })),
+        before,
+        after: change
+            .after
+            .as_ref()
+            .map(|row| fields(row, projection, arena)),
         lsn: change.position.lsn,
         source_ts_ms: change.source_ts_ms,
     })
 }
 
-fn fields(row: &Row) -> Vec<Field> {
-    row.columns
-        .iter()
-        .zip(&row.cells)
-        .map(|(c, cell)| Field {
-            name: c.name.to_string(),
-            value: match cell {
-                Cell::Unchanged => Value::Unchanged,
-                Cell::Value(v) => typed(v, &c.ty),
+fn fields<'a>(row: &'a Row, projection: &mut Projection, arena: &'a Bump) -> &'a [FieldParam<'a>] {
+    let field = |i: usize| {
+        let c = &row.columns[i];
+        FieldParam {
+            name: &c.name,
+            value: match row.cells.get(i) {
+                Some(Cell::Value(v)) => typed(v, &c.ty, arena),
+                Some(Cell::Unchanged) => ValueParam::Unchanged,
+                None => ValueParam::Null,
             },
-        })
-        .collect()
+        }
+    };
+    match projection.positions(&row.columns) {
+        Some(positions) => arena.alloc_slice_fill_iter(positions.iter().map(|&i| field(i))),
+        None => arena.alloc_slice_fill_iter((0..row.columns.len()).map(field)),
+    }
 }
 
 /// A normalised JSON value of a column of type `ty` as a WIT value.
-fn typed(v: &Json, ty: &ColumnType) -> Value {
+fn typed<'a>(v: &'a Json, ty: &ColumnType, arena: &'a Bump) -> ValueParam<'a> {
     if v.is_null() {
-        return Value::Null;
+        return ValueParam::Null;
     }
-    let text = || match v {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
+    let text = || -> &'a str {
+        match v {
+            Json::String(s) => s,
+            other => arena.alloc_str(&other.to_string()),
+        }
     };
     match ty {
-        ColumnType::Integer => v.as_i64().map_or_else(|| untyped(v), Value::Integer),
-        ColumnType::Float => v.as_f64().map_or_else(|| untyped(v), Value::Float),
-        ColumnType::Boolean => v.as_bool().map_or_else(|| untyped(v), Value::Boolean),
-        ColumnType::Decimal { .. } => Value::Decimal(text()),
-        ColumnType::Text => Value::Text(text()),
+        ColumnType::Integer => v
+            .as_i64()
+            .map_or_else(|| untyped(v, arena), ValueParam::Integer),
+        ColumnType::Float => v
+            .as_f64()
+            .map_or_else(|| untyped(v, arena), ValueParam::Float),
+        ColumnType::Boolean => v
+            .as_bool()
+            .map_or_else(|| untyped(v, arena), ValueParam::Boolean),
+        ColumnType::Decimal { .. } => ValueParam::Decimal(text()),
+        ColumnType::Text => ValueParam::Text(text()),
         ColumnType::Binary => match v {
             Json::String(s) => base64::engine::general_purpose::STANDARD
                 .decode(s)
-                .map_or_else(|_| Value::Text(s.clone()), Value::Bytes),
-            other => untyped(other),
+                .map_or_else(
+                    |_| ValueParam::Text(s),
+                    |b| ValueParam::Bytes(arena.alloc_slice_copy(&b)),
+                ),
+            other => untyped(other, arena),
         },
-        ColumnType::Date => Value::Date(text()),
-        ColumnType::Time => Value::Time(text()),
-        ColumnType::Timestamp => Value::Timestamp(text()),
-        ColumnType::TimestampTz => Value::Timestamptz(text()),
-        ColumnType::Json => Value::Json(text()),
-        ColumnType::Unknown => untyped(v),
+        ColumnType::Date => ValueParam::Date(text()),
+        ColumnType::Time => ValueParam::Time(text()),
+        ColumnType::Timestamp => ValueParam::Timestamp(text()),
+        ColumnType::TimestampTz => ValueParam::Timestamptz(text()),
+        ColumnType::Json => ValueParam::Json(text()),
+        ColumnType::Unknown => untyped(v, arena),
     }
 }
 
 /// A JSON value whose column type is unknown (schemaless events, keys).
-fn untyped(v: &Json) -> Value {
+fn untyped<'a>(v: &'a Json, arena: &'a Bump) -> ValueParam<'a> {
     match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Boolean(*b),
+        Json::Null => ValueParam::Null,
+        Json::Bool(b) => ValueParam::Boolean(*b),
         Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            Some(i) => ValueParam::Integer(i),
+            None => ValueParam::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Json::String(s) => Value::Text(s.clone()),
-        other => Value::Json(other.to_string()),
+        Json::String(s) => ValueParam::Text(s),
+        other => ValueParam::Json(arena.alloc_str(&other.to_string())),
     }
 }
 
 /// A WIT value as a cell, and the column type a new column gets from it.
-fn from_wit(v: Value) -> (Cell, ColumnType) {
+fn from_wit(v: ValueResult) -> (Cell, ColumnType) {
     let (json, ty) = match v {
-        Value::Unchanged => return (Cell::Unchanged, ColumnType::Unknown),
-        Value::Null => (Json::Null, ColumnType::Unknown),
-        Value::Boolean(b) => (Json::Bool(b), ColumnType::Boolean),
-        Value::Integer(i) => (Json::from(i), ColumnType::Integer),
-        Value::Float(f) => (
+        ValueResult::Unchanged => return (Cell::Unchanged, ColumnType::Unknown),
+        ValueResult::Null => (Json::Null, ColumnType::Unknown),
+        ValueResult::Boolean(b) => (Json::Bool(b), ColumnType::Boolean),
+        ValueResult::Integer(i) => (Json::from(i), ColumnType::Integer),
+        ValueResult::Float(f) => (
             serde_json::Number::from_f64(f)
                 .map_or_else(|| Json::String(f.to_string()), Json::Number),
             ColumnType::Float,
         ),
-        Value::Decimal(s) => {
+        ValueResult::Decimal(s) => {
             let scale = s.split_once('.').map_or(0, |(_, frac)| frac.len() as u32);
             (
                 Json::String(s),
@@ -118,16 +187,16 @@ fn from_wit(v: Value) -> (Cell, ColumnType) {
                 },
             )
         }
-        Value::Text(s) => (Json::String(s), ColumnType::Text),
-        Value::Bytes(b) => (
+        ValueResult::Text(s) => (Json::String(s), ColumnType::Text),
+        ValueResult::Bytes(b) => (
             Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
             ColumnType::Binary,
         ),
-        Value::Date(s) => (Json::String(s), ColumnType::Date),
-        Value::Time(s) => (Json::String(s), ColumnType::Time),
-        Value::Timestamp(s) => (Json::String(s), ColumnType::Timestamp),
-        Value::Timestamptz(s) => (Json::String(s), ColumnType::TimestampTz),
-        Value::Json(s) => (Json::String(s), ColumnType::Json),
+        ValueResult::Date(s) => (Json::String(s), ColumnType::Date),
+        ValueResult::Time(s) => (Json::String(s), ColumnType::Time),
+        ValueResult::Timestamp(s) => (Json::String(s), ColumnType::Timestamp),
+        ValueResult::Timestamptz(s) => (Json::String(s), ColumnType::TimestampTz),
+        ValueResult::Json(s) => (Json::String(s), ColumnType::Json),
     };
     (Cell::Value(json), ty)
 }
@@ -167,7 +236,7 @@ pub fn apply_edits(change: &mut Change, edits: Vec<Edit>, cache: &mut ColumnCach
     let mut columns: Vec<Column> = after.columns.to_vec();
     for edit in edits {
         match edit {
-            Edit::Set(Field { name, value }) => {
+            Edit::Set(FieldResult { name, value }) => {
                 let (cell, mut ty) = from_wit(value);
                 if ty == ColumnType::Unknown {
                     ty = cache
@@ -255,13 +324,35 @@ mod tests {
 
     #[test]
     fn values_keep_their_types() {
-        let w = to_wit(&change()).expect("not a truncate");
+        let (c, arena) = (change(), Bump::new());
+        let w = to_wit(&c, &mut Projection::all(), &arena).expect("not a truncate");
         let after = w.after.expect("after");
-        assert!(matches!(after[0].value, Value::Integer(7)));
-        assert!(matches!(&after[1].value, Value::Decimal(s) if s == "12.50"));
-        assert!(matches!(after[2].value, Value::Unchanged));
-        assert!(matches!(w.key[0].value, Value::Integer(7)));
+        assert!(matches!(after[0].value, ValueParam::Integer(7)));
+        assert!(matches!(after[1].value, ValueParam::Decimal("12.50")));
+        assert!(matches!(after[2].value, ValueParam::Unchanged));
+        assert!(matches!(w.key[0].value, ValueParam::Integer(7)));
         assert_eq!(w.lsn, 42);
+    }
+
+    #[test]
+    fn only_the_columns_a_plugin_reads_are_sent() {
+        let mut c = change();
+        c.before = c.after.clone();
+        let arena = Bump::new();
+        let mut projection = Projection::new(Reads {
+            columns: Some(vec!["note".into(), "id".into(), "absent".into()]),
+            before: false,
+        });
+        for _ in 0..2 {
+            // The second time from the remembered positions.
+            let w = to_wit(&c, &mut projection, &arena).expect("not a truncate");
+            let names: Vec<&str> = w.after.expect("after").iter().map(|f| f.name).collect();
+            assert_eq!(names, ["id", "note"], "row order, only what it reads");
+            assert!(w.before.is_none(), "before not read");
+            assert_eq!(w.key.len(), 1, "the key comes whole");
+        }
+        let w = to_wit(&c, &mut Projection::all(), &arena).expect("not a truncate");
+        assert_eq!(w.before.expect("before").len(), 3);
     }
 
     #[test]
@@ -269,13 +360,13 @@ mod tests {
         let mut cache = ColumnCache::default();
         let edits = || {
             vec![
-                Edit::Set(Field {
+                Edit::Set(FieldResult {
                     name: "band".into(),
-                    value: Value::Text("small".into()),
+                    value: ValueResult::Text("small".into()),
                 }),
-                Edit::Set(Field {
+                Edit::Set(FieldResult {
                     name: "amount".into(),
-                    value: Value::Decimal("13.00".into()),
+                    value: ValueResult::Decimal("13.00".into()),
                 }),
                 Edit::Remove("note".into()),
             ]

@@ -18,10 +18,14 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
-use super::bindings::exports::floe::plugin::transform::{Change, Decision};
+use bumpalo::Bump;
+
+use super::bindings::exports::floe::plugin::transform::Decision;
 use super::bindings::floe::plugin::log::{self, Level};
 use super::bindings::{Plugin, PluginPre, WIT_PACKAGE, WIT_VERSION};
+use super::convert::{to_wit, Projection};
 use super::PluginError;
+use crate::change::Change;
 use crate::config::PluginConfig;
 
 /// How often the epoch advances. Deadlines are whole ticks, so this is their resolution; each
@@ -159,6 +163,8 @@ impl PluginEngine {
             config,
             pre,
             running: None,
+            projection: Projection::all(),
+            arena: Bump::new(),
             _ticker: self.ticker.clone(),
         };
         plugin.start()?;
@@ -248,6 +254,10 @@ pub struct LoadedPlugin {
     pre: PluginPre<PluginState>,
     /// The live instance; `None` after a fault, until the next call starts a fresh one.
     running: Option<(Store<PluginState>, Plugin)>,
+    /// What the plugin said it reads (its `init` result): what calls hand it.
+    projection: Projection,
+    /// Scratch space for the values of one call that are made rather than borrowed.
+    arena: Bump,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -280,7 +290,7 @@ impl LoadedPlugin {
             .floe_plugin_transform()
             .call_init(&mut store, &self.config)
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(reads)) => self.projection = Projection::new(reads),
             Ok(Err(reason)) => {
                 return Err(PluginError::Init {
                     plugin: self.name.clone(),
@@ -313,9 +323,10 @@ impl LoadedPlugin {
         }
     }
 
-    /// One decision per change, or the fault that prevented them. After a fault the instance
-    /// is discarded; the next call starts (and initialises) a fresh one.
-    pub fn process(&mut self, changes: &[Change]) -> Result<Vec<Decision>, PluginError> {
+    /// One decision per change (truncates never reach plugins: the caller leaves them out), or
+    /// the fault that prevented them. After a fault the instance is discarded; the next call
+    /// starts (and initialises) a fresh one.
+    pub fn process(&mut self, changes: &[&Change]) -> Result<Vec<Decision>, PluginError> {
         if self.running.is_none() {
             self.start().map_err(|e| PluginError::Fault {
                 plugin: self.name.clone(),
@@ -326,9 +337,18 @@ impl LoadedPlugin {
             return Err(self.fault("no running instance".into()));
         };
         self.arm(&mut store);
+        self.arena.reset();
+        let batch = changes
+            .iter()
+            .map(|c| to_wit(c, &mut self.projection, &self.arena))
+            .collect::<Option<Vec<_>>>();
+        let Some(batch) = batch else {
+            self.running = Some((store, instance));
+            return Err(self.fault("a truncate was handed to the plugin".into()));
+        };
         match instance
             .floe_plugin_transform()
-            .call_process(&mut store, changes)
+            .call_process(&mut store, &batch)
         {
             Ok(decisions) if decisions.len() == changes.len() => {
                 self.running = Some((store, instance));

@@ -9,15 +9,15 @@ use anyhow::Context as _;
 use serde_json::{json, Value as Json};
 
 use super::bindings::exports::floe::plugin::transform::Decision;
-use super::bindings::floe::plugin::types::{Change as WitChange, Edit, Value};
-use super::convert::to_wit;
+use super::bindings::floe::plugin::types::{Edit, ValueResult as Value};
+use super::convert::reaches_plugins;
 use super::PluginEngine;
-use crate::change::KafkaPosition;
+use crate::change::{Change, KafkaPosition};
 use crate::config::PluginConfig;
 use crate::decode::{Decoded, JsonDecoder};
 
 /// Events waiting for a plugin call: line number, what to print about it, the change.
-type Pending = Vec<(usize, Json, WitChange)>;
+type Pending = Vec<(usize, Json, Change)>;
 
 /// Runs `spec`'s plugin over `events` in batches of `batch`, writing one JSON line per event.
 /// Returns the number of events per decision: (kept, dropped, rejected, undecodable).
@@ -42,7 +42,7 @@ pub fn run(
         if pending.is_empty() {
             return Ok(());
         }
-        let changes: Vec<WitChange> = pending.iter().map(|(_, _, c)| c.clone()).collect();
+        let changes: Vec<&Change> = pending.iter().map(|(_, _, c)| c).collect();
         let decisions = plugin.process(&changes)?;
         for ((line, head, _), decision) in pending.drain(..).zip(decisions) {
             let mut obj = head;
@@ -82,15 +82,15 @@ pub fn run(
             None => (None, line.as_str()),
         };
         match decoder.decode(key, Some(value.as_bytes()), pos) {
-            Ok(Decoded::Change(change)) => match to_wit(&change) {
-                Some(w) => {
+            Ok(Decoded::Change(change)) => match reaches_plugins(&change) {
+                true => {
                     let head = json!({
                         "table": format!("{}.{}", change.table.schema, change.table.table),
                         "op": change.op.code(),
                     });
-                    pending.push((number, head, w));
+                    pending.push((number, head, *change));
                 }
-                None => writeln!(
+                false => writeln!(
                     out,
                     "{}",
                     json!({"event": number, "decision": "not-sent", "why": "truncate events do not reach plugins"})

@@ -99,6 +99,23 @@ impl Enrichment {
         cols
     }
 
+    /// The columns values are derived from (hashing and masking rewrite theirs), each once.
+    pub fn source_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = Vec::new();
+        let sources = self.dates.values().map(String::as_str);
+        let sources = sources
+            .chain(self.bands.iter().map(|b| b.column.as_str()))
+            .chain(self.flags.iter().map(|f| f.column.as_str()))
+            .chain(self.hash.iter().map(|h| h.column.as_str()))
+            .chain(self.mask.iter().map(|m| m.column.as_str()));
+        for c in sources {
+            if !columns.iter().any(|x| x == c) {
+                columns.push(c.to_string());
+            }
+        }
+        columns
+    }
+
     /// The processed-at value for one batch.
     pub fn now(&self) -> Option<String> {
         self.processed_at.as_ref().map(|_| {

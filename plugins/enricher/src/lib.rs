@@ -17,7 +17,7 @@
 mod derive;
 
 wit_bindgen::generate!({
-    path: "../../wit/floe-plugin@0.1.0",
+    path: "../../wit/floe-plugin@0.2.0",
     world: "plugin",
 });
 
@@ -25,6 +25,7 @@ use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
 use floe::plugin::log::{log, Level};
+use floe::plugin::types::Reads;
 
 use derive::Enrichment;
 
@@ -35,14 +36,19 @@ thread_local! {
 struct Enricher;
 
 impl Guest for Enricher {
-    fn init(config: String) -> Result<(), String> {
+    fn init(config: String) -> Result<Reads, String> {
         let e = Enrichment::from_json(&config)?;
         log(
             Level::Info,
             &format!("enricher ready, adding {:?}", e.added_columns()),
         );
+        // Only the columns values are derived from, never `before`.
+        let reads = Reads {
+            columns: Some(e.source_columns()),
+            before: false,
+        };
         ENRICHMENT.with(|slot| *slot.borrow_mut() = Some(e));
-        Ok(())
+        Ok(reads)
     }
 
     fn process(changes: Vec<Change>) -> Vec<Decision> {

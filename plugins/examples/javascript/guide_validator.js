@@ -6,11 +6,11 @@
 // reasons, and floe's tests check that they do.
 //
 // Build: scripts/build-plugins.sh (or: npx jco componentize guide_validator.js
-//   --wit ../../../wit/floe-plugin@0.1.0 --world-name plugin -o guide_validator.wasm)
+//   --wit ../../../wit/floe-plugin@0.2.0 --world-name plugin -o guide_validator.wasm)
 //
 // WIT values arrive as { tag, val } objects; 64-bit integers are BigInts.
 
-import { log } from "floe:plugin/log@0.1.0";
+import { log } from "floe:plugin/log@0.2.0";
 
 const ALLOWED_STATUSES = ["pending", "completed", "failed", "refunded", "cancelled"];
 
@@ -64,6 +64,8 @@ function text(v) {
 export const transform = {
   init(_config) {
     log("info", "guide validator (JavaScript) ready");
+    // The columns the rules read: floe sends only these (and `before`, for deletes).
+    return { columns: ["transaction_id", "user_id", "amount", "status"], before: true };
   },
 
   process(changes) {

@@ -5,7 +5,7 @@ number when present, status one of the allowed values. Its twin is floe's Rust v
 the same rules as config (config/local.toml): both must reach the same decisions with the same
 reasons, and floe's tests check that they do.
 
-Build: scripts/build-plugins.sh (or: componentize-py -d ../../../wit/floe-plugin@0.1.0 -w plugin
+Build: scripts/build-plugins.sh (or: componentize-py -d ../../../wit/floe-plugin@0.2.0 -w plugin
 componentize guide_validator -o guide_validator.wasm)
 """
 
@@ -16,6 +16,8 @@ from wit_world.imports import types as t
 from wit_world.imports.log import Level, log
 
 ALLOWED_STATUSES = ["pending", "completed", "failed", "refunded", "cancelled"]
+# The columns the rules read: floe sends only these (and `before`, for deletes).
+READS = ["transaction_id", "user_id", "amount", "status"]
 
 
 def find(fields, name):
@@ -59,8 +61,9 @@ def absent(value):
 
 
 class Transform(exports.Transform):
-    def init(self, config: str) -> None:
+    def init(self, config: str) -> t.Reads:
         log(Level.INFO, "guide validator (Python) ready")
+        return t.Reads(columns=READS, before=True)
 
     def process(self, changes):
         seen = set()

@@ -22,7 +22,7 @@
 mod rules;
 
 wit_bindgen::generate!({
-    path: "../../wit/floe-plugin@0.1.0",
+    path: "../../wit/floe-plugin@0.2.0",
     world: "plugin",
 });
 
@@ -30,6 +30,7 @@ use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
 use floe::plugin::log::{log, Level};
+use floe::plugin::types::Reads;
 
 use rules::RuleSet;
 
@@ -40,14 +41,20 @@ thread_local! {
 struct Validator;
 
 impl Guest for Validator {
-    fn init(config: String) -> Result<(), String> {
+    fn init(config: String) -> Result<Reads, String> {
         let set = RuleSet::from_json(&config)?;
         log(
             Level::Info,
             &format!("validator ready with {} rules", set.len()),
         );
+        // Only the columns the rules name; `before` only for unique-in-batch (a deleted row
+        // frees its value).
+        let reads = Reads {
+            columns: Some(set.columns()),
+            before: set.needs_before(),
+        };
         RULES.with(|r| *r.borrow_mut() = Some(set));
-        Ok(())
+        Ok(reads)
     }
 
     fn process(changes: Vec<Change>) -> Vec<Decision> {

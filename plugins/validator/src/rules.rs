@@ -105,6 +105,24 @@ impl RuleSet {
         self.rules.len()
     }
 
+    /// The columns the rules read, each once.
+    pub fn columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = Vec::new();
+        for r in &self.rules {
+            if !columns.contains(&r.column) {
+                columns.push(r.column.clone());
+            }
+        }
+        columns
+    }
+
+    /// Whether a rule reads the `before` image (unique-in-batch, for deletes).
+    pub fn needs_before(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.check, Check::UniqueInBatch))
+    }
+
     /// One decision per change, in order.
     pub fn decide(&self, changes: &[Change]) -> Vec<Decision> {
         // Values of unique-in-batch columns among rows created in this batch, per rule.

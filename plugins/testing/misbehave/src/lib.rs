@@ -1,17 +1,20 @@
 //! A plugin that misbehaves on command, for floe's own tests. Config:
-//! `{ "mode": "trap" | "loop" | "memory" | "init-fail" | "keep", "trigger": "text" }`.
+//! `{ "mode": "trap" | "loop" | "memory" | "init-fail" | "keep" | "describe", "trigger": "text",
+//!    "reads": ["column", ...], "before": bool }`.
 //! With `trigger`, it misbehaves only on batches where some `after` image holds that exact
-//! text value, and keeps every change otherwise.
+//! text value, and keeps every change otherwise. `reads` and `before` are what its `init`
+//! returns (every column and `before` by default); `describe` rejects each change with what it
+//! was handed: `after=a,b before=c,d` (`-` for an absent image).
 
 wit_bindgen::generate!({
-    path: "../../../wit/floe-plugin@0.1.0",
+    path: "../../../wit/floe-plugin@0.2.0",
     world: "plugin",
 });
 
 use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
-use floe::plugin::types::Value;
+use floe::plugin::types::{Reads, Value};
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Default)]
@@ -19,6 +22,8 @@ use serde::Deserialize;
 struct Config {
     mode: String,
     trigger: Option<String>,
+    reads: Option<Vec<String>>,
+    before: Option<bool>,
 }
 
 thread_local! {
@@ -28,13 +33,17 @@ thread_local! {
 struct Misbehave;
 
 impl Guest for Misbehave {
-    fn init(config: String) -> Result<(), String> {
+    fn init(config: String) -> Result<Reads, String> {
         let cfg: Config = serde_json::from_str(&config).map_err(|e| e.to_string())?;
         if cfg.mode == "init-fail" {
             return Err("misbehave: failing init as configured".into());
         }
+        let reads = Reads {
+            columns: cfg.reads.clone(),
+            before: cfg.before.unwrap_or(true),
+        };
         CONFIG.with(|c| *c.borrow_mut() = cfg);
-        Ok(())
+        Ok(reads)
     }
 
     fn process(changes: Vec<Change>) -> Vec<Decision> {
@@ -66,6 +75,26 @@ impl Guest for Misbehave {
                 }
                 _ => {}
             }
+        }
+        if cfg.mode == "describe" {
+            let names = |image: &Option<Vec<floe::plugin::types::Field>>| match image {
+                Some(fields) => fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => "-".to_string(),
+            };
+            return changes
+                .iter()
+                .map(|c| {
+                    Decision::Reject(format!(
+                        "after={} before={}",
+                        names(&c.after),
+                        names(&c.before)
+                    ))
+                })
+                .collect();
         }
         changes.iter().map(|_| Decision::Keep(Vec::new())).collect()
     }
