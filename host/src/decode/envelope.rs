@@ -100,18 +100,55 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
             source: None,
             op: None,
         };
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "before" => p.before = map.next_value_seed(OptionalImage(self.0))?,
-                "after" => p.after = map.next_value_seed(OptionalImage(self.0))?,
-                "source" => p.source = map.next_value()?,
-                "op" => p.op = map.next_value()?,
-                _ => {
+        #[derive(Clone, Copy)]
+        enum Field {
+            Before,
+            After,
+            Source,
+            Op,
+            Other,
+        }
+        let field = KeySeed(|key: &str| match key {
+            "before" => Field::Before,
+            "after" => Field::After,
+            "source" => Field::Source,
+            "op" => Field::Op,
+            _ => Field::Other,
+        });
+        while let Some(key) = map.next_key_seed(field)? {
+            match key {
+                Field::Before => p.before = map.next_value_seed(OptionalImage(self.0))?,
+                Field::After => p.after = map.next_value_seed(OptionalImage(self.0))?,
+                Field::Source => p.source = map.next_value()?,
+                Field::Op => p.op = map.next_value()?,
+                Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(p)
+    }
+}
+
+/// Reads a map key and hands it to a function, without allocating it (serde's `Cow<str>`
+/// always makes an owned copy).
+#[derive(Clone, Copy)]
+struct KeySeed<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for KeySeed<F> {
+    type Value = T;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for KeySeed<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<T, E> {
+        Ok((self.0)(key))
     }
 }
 
@@ -151,12 +188,17 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
         let schema = self.0;
         let mut cells = vec![Cell::Value(Value::Null); schema.columns.len()];
         let mut next = 0;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        loop {
             // Fields almost always come in schema order: try the next column first.
-            let idx = if schema.columns.get(next).is_some_and(|c| *c.name == *key) {
-                Some(next)
-            } else {
-                schema.columns.iter().position(|c| *c.name == *key)
+            let column = KeySeed(|key: &str| {
+                if schema.columns.get(next).is_some_and(|c| *c.name == *key) {
+                    Some(next)
+                } else {
+                    schema.columns.iter().position(|c| *c.name == *key)
+                }
+            });
+            let Some(idx) = map.next_key_seed(column)? else {
+                break;
             };
             match idx {
                 Some(i) => {
