@@ -165,49 +165,88 @@ fn untyped<'a>(v: &'a Json, arena: &'a Bump) -> ValueParam<'a> {
     }
 }
 
-/// A WIT value as a cell, and the column type a new column gets from it.
-fn from_wit(v: ValueResult) -> (Cell, ColumnType) {
-    let (json, ty) = match v {
-        ValueResult::Unchanged => return (Cell::Unchanged, ColumnType::Unknown),
-        ValueResult::Null => (Json::Null, ColumnType::Unknown),
-        ValueResult::Boolean(b) => (Json::Bool(b), ColumnType::Boolean),
-        ValueResult::Integer(i) => (Json::from(i), ColumnType::Integer),
-        ValueResult::Float(f) => (
-            serde_json::Number::from_f64(f)
-                .map_or_else(|| Json::String(f.to_string()), Json::Number),
-            ColumnType::Float,
-        ),
-        ValueResult::Decimal(s) => {
-            let scale = s.split_once('.').map_or(0, |(_, frac)| frac.len() as u32);
-            (
-                Json::String(s),
-                ColumnType::Decimal {
-                    precision: None,
-                    scale,
-                },
-            )
-        }
-        ValueResult::Text(s) => (Json::String(s), ColumnType::Text),
-        ValueResult::Bytes(b) => (
-            Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-            ColumnType::Binary,
-        ),
-        ValueResult::Date(s) => (Json::String(s), ColumnType::Date),
-        ValueResult::Time(s) => (Json::String(s), ColumnType::Time),
-        ValueResult::Timestamp(s) => (Json::String(s), ColumnType::Timestamp),
-        ValueResult::Timestamptz(s) => (Json::String(s), ColumnType::TimestampTz),
-        ValueResult::Json(s) => (Json::String(s), ColumnType::Json),
-    };
-    (Cell::Value(json), ty)
+/// The column type a new column gets from a value a plugin set (`Unknown` for NULL and
+/// unchanged: the type is then the one the column had before).
+fn wit_type(v: &ValueResult) -> ColumnType {
+    match v {
+        ValueResult::Unchanged | ValueResult::Null => ColumnType::Unknown,
+        ValueResult::Boolean(_) => ColumnType::Boolean,
+        ValueResult::Integer(_) => ColumnType::Integer,
+        ValueResult::Float(_) => ColumnType::Float,
+        ValueResult::Decimal(s) => ColumnType::Decimal {
+            precision: None,
+            scale: s.split_once('.').map_or(0, |(_, frac)| frac.len() as u32),
+        },
+        ValueResult::Text(_) => ColumnType::Text,
+        ValueResult::Bytes(_) => ColumnType::Binary,
+        ValueResult::Date(_) => ColumnType::Date,
+        ValueResult::Time(_) => ColumnType::Time,
+        ValueResult::Timestamp(_) => ColumnType::Timestamp,
+        ValueResult::Timestamptz(_) => ColumnType::TimestampTz,
+        ValueResult::Json(_) => ColumnType::Json,
+    }
+}
+
+/// A WIT value as a cell.
+fn wit_cell(v: ValueResult) -> Cell {
+    Cell::Value(match v {
+        ValueResult::Unchanged => return Cell::Unchanged,
+        ValueResult::Null => Json::Null,
+        ValueResult::Boolean(b) => Json::Bool(b),
+        ValueResult::Integer(i) => Json::from(i),
+        ValueResult::Float(f) => serde_json::Number::from_f64(f)
+            .map_or_else(|| Json::String(f.to_string()), Json::Number),
+        ValueResult::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        ValueResult::Decimal(s)
+        | ValueResult::Text(s)
+        | ValueResult::Date(s)
+        | ValueResult::Time(s)
+        | ValueResult::Timestamp(s)
+        | ValueResult::Timestamptz(s)
+        | ValueResult::Json(s) => Json::String(s),
+    })
+}
+
+/// What one list of edits did to one column list: the rows a plugin edits the same way (the
+/// same columns set, with values of the same types) replay it instead of working it out again.
+struct Replay {
+    input: Arc<[Column]>,
+    /// Per edit: set (with the value's type) or remove, and the column name.
+    edits: Vec<(Option<ColumnType>, Box<str>)>,
+    steps: Vec<Step>,
+    output: Arc<[Column]>,
+}
+
+/// Where one edit lands in the row's cells.
+#[derive(Clone, Copy)]
+enum Step {
+    Set(usize),
+    Push,
+    Remove(usize),
+    Nothing,
+}
+
+impl Replay {
+    fn matches(&self, input: &Arc<[Column]>, edits: &[Edit]) -> bool {
+        Arc::ptr_eq(&self.input, input)
+            && self.edits.len() == edits.len()
+            && self.edits.iter().zip(edits).all(|((ty, name), e)| match e {
+                Edit::Set(f) => *f.name == **name && ty.as_ref() == Some(&wit_type(&f.value)),
+                Edit::Remove(n) => ty.is_none() && **n == **name,
+            })
+    }
 }
 
 /// Remembers the column lists edits produced, so the rows of a batch that gained the same
-/// columns share one list (the sink reads rows sharing their plan's list by position).
+/// columns share one list (the sink reads rows sharing their plan's list by position), and how
+/// recent edit lists applied.
 #[derive(Default)]
 pub struct ColumnCache {
     lists: Vec<Arc<[Column]>>,
+    replays: Vec<Replay>,
     /// The type each added column had when a plugin last set it to a non-NULL value, so a
-    /// column set to NULL keeps its type.
+    /// column set to NULL keeps its type. (A replayed edit list does not update it: it holds
+    /// the type from when that list was first worked out.)
     learned: std::collections::HashMap<String, ColumnType>,
 }
 
@@ -233,11 +272,36 @@ pub fn apply_edits(change: &mut Change, edits: Vec<Edit>, cache: &mut ColumnCach
     if edits.is_empty() {
         return;
     }
+    if let Some(r) = cache
+        .replays
+        .iter()
+        .find(|r| r.matches(&after.columns, &edits))
+    {
+        for (edit, step) in edits.into_iter().zip(&r.steps) {
+            match (edit, *step) {
+                (Edit::Set(f), Step::Set(i)) => after.cells[i] = wit_cell(f.value),
+                (Edit::Set(f), Step::Push) => after.cells.push(wit_cell(f.value)),
+                (Edit::Remove(_), Step::Remove(i)) => {
+                    after.cells.remove(i);
+                }
+                _ => {}
+            }
+        }
+        after.columns = r.output.clone();
+        return;
+    }
+    let input = after.columns.clone();
+    let mut keys = Vec::with_capacity(edits.len());
+    let mut steps = Vec::with_capacity(edits.len());
     let mut columns: Vec<Column> = after.columns.to_vec();
+    let mut replayable = true;
     for edit in edits {
         match edit {
             Edit::Set(FieldResult { name, value }) => {
-                let (cell, mut ty) = from_wit(value);
+                let mut ty = wit_type(&value);
+                let typed_by_value = ty != ColumnType::Unknown;
+                keys.push((Some(ty.clone()), Box::from(name.as_str())));
+                let cell = wit_cell(value);
                 if ty == ColumnType::Unknown {
                     ty = cache
                         .learned
@@ -249,21 +313,33 @@ pub fn apply_edits(change: &mut Change, edits: Vec<Edit>, cache: &mut ColumnCach
                 }
                 match columns.iter().position(|c| *c.name == *name) {
                     // An existing column keeps its declared type: the value is loaded into it.
-                    Some(i) => after.cells[i] = cell,
+                    Some(i) => {
+                        after.cells[i] = cell;
+                        steps.push(Step::Set(i));
+                    }
                     None => {
+                        // A new column typed from what was learned (its value is NULL): not
+                        // replayed, since what is learned may change.
+                        replayable &= typed_by_value;
                         columns.push(Column {
                             name: name.into(),
                             ty,
                             optional: true,
                         });
                         after.cells.push(cell);
+                        steps.push(Step::Push);
                     }
                 }
             }
             Edit::Remove(name) => {
-                if let Some(i) = columns.iter().position(|c| *c.name == *name) {
-                    columns.remove(i);
-                    after.cells.remove(i);
+                keys.push((None, Box::from(name.as_str())));
+                match columns.iter().position(|c| *c.name == *name) {
+                    Some(i) => {
+                        columns.remove(i);
+                        after.cells.remove(i);
+                        steps.push(Step::Remove(i));
+                    }
+                    None => steps.push(Step::Nothing),
                 }
             }
         }
@@ -271,6 +347,18 @@ pub fn apply_edits(change: &mut Change, edits: Vec<Edit>, cache: &mut ColumnCach
     if *columns != *after.columns {
         after.columns = cache.intern(columns);
     }
+    if !replayable {
+        return;
+    }
+    if cache.replays.len() >= 16 {
+        cache.replays.clear();
+    }
+    cache.replays.push(Replay {
+        input,
+        edits: keys,
+        steps,
+        output: after.columns.clone(),
+    });
 }
 
 #[cfg(test)]
@@ -371,7 +459,9 @@ mod tests {
                 Edit::Remove("note".into()),
             ]
         };
-        let (mut a, mut b) = (change(), change());
+        // Rows decoded against one schema share their column list.
+        let row = change();
+        let (mut a, mut b) = (row.clone(), row.clone());
         apply_edits(&mut a, edits(), &mut cache);
         apply_edits(&mut b, edits(), &mut cache);
         let (ra, rb) = (a.after.expect("after"), b.after.expect("after"));
@@ -387,5 +477,22 @@ mod tests {
         assert_eq!(ra.columns[2].ty, ColumnType::Text);
         assert_eq!(ra.cells[1], Cell::Value(Json::String("13.00".into())));
         assert!(Arc::ptr_eq(&ra.columns, &rb.columns));
+        assert_eq!(
+            ra.cells, rb.cells,
+            "the second row replays the first's edits"
+        );
+        assert_eq!(cache.replays.len(), 1);
+        // Other value types for the same columns are worked out again, not replayed.
+        let mut c = row.clone();
+        let mut other = edits();
+        other[0] = Edit::Set(FieldResult {
+            name: "band".into(),
+            value: ValueResult::Integer(3),
+        });
+        apply_edits(&mut c, other, &mut cache);
+        let rc = c.after.expect("after");
+        assert_eq!(rc.columns[2].ty, ColumnType::Integer);
+        assert_eq!(rc.cells[2], Cell::Value(Json::from(3)));
+        assert_eq!(cache.replays.len(), 2);
     }
 }
