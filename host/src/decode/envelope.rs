@@ -347,19 +347,67 @@ pub fn parse_key(
     };
     Ok(obj
         .into_iter()
-        .map(|(k, v)| {
-            let name = match names.iter().find(|n| ***n == *k) {
-                Some(n) => n.clone(),
-                None => {
-                    let n: Arc<str> = Arc::from(k);
-                    // Bounded: odd keys must not grow the cache without end.
-                    if names.len() < 64 {
-                        names.push(n.clone());
-                    }
-                    n
-                }
-            };
-            (name, v)
-        })
+        .map(|(k, v)| (key_name(names, &k), v))
         .collect())
+}
+
+/// A key column's name, shared with earlier keys that had it.
+fn key_name(names: &mut Vec<Arc<str>>, k: &str) -> Arc<str> {
+    match names.iter().find(|n| ***n == *k) {
+        Some(n) => n.clone(),
+        None => {
+            let n: Arc<str> = Arc::from(k);
+            // Bounded: odd keys must not grow the cache without end.
+            if names.len() < 64 {
+                names.push(n.clone());
+            }
+            n
+        }
+    }
+}
+
+/// The `payload` of a key whose schema is already known: an object of key columns (or
+/// `null`), read straight into named values.
+pub fn parse_key_payload(
+    bytes: &[u8],
+    names: &mut Vec<Arc<str>>,
+) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    KeyFields(names)
+        .deserialize(&mut de)
+        .and_then(|fields| de.end().map(|_| fields))
+        .map_err(|e| DecodeError::BadKey(e.to_string()))
+}
+
+struct KeyFields<'n>(&'n mut Vec<Arc<str>>);
+
+impl<'de> DeserializeSeed<'de> for KeyFields<'_> {
+    type Value = Vec<(Arc<str>, Value)>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyFields<'_> {
+    type Value = Vec<(Arc<str>, Value)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key object or null")
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let names = self.0;
+        let mut fields = Vec::with_capacity(1);
+        while let Some(name) = map.next_key_seed(KeySeed(|k: &str| key_name(names, k)))? {
+            fields.push((name, map.next_value()?));
+        }
+        Ok(fields)
+    }
 }

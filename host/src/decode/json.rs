@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde::de::DeserializeSeed;
 
 use super::envelope::{
-    build_change, build_typed_change, parse_key, Payload, PayloadSeed, TableNames,
+    build_change, build_typed_change, parse_key, parse_key_payload, Payload, PayloadSeed,
+    TableNames,
 };
 use super::schema::{ConnectSchema, ImageSchema};
 use super::{DecodeError, Decoded};
@@ -162,7 +163,7 @@ impl JsonDecoder {
                     .strip_prefix(&**raw)
                     .and_then(|a| a.strip_prefix(PAYLOAD_INFIX))
                 {
-                    return parse_key(Some(trim_closing_brace(payload)?), &mut self.key_names);
+                    return parse_key_payload(trim_closing_brace(payload)?, &mut self.key_names);
                 }
             }
             let wrapped: Wrapped =
@@ -250,6 +251,50 @@ mod tests {
             assert_eq!(c.key[0].1, Value::from(7));
         }
         assert_eq!(dec.cached_schemas(), 1);
+    }
+
+    #[test]
+    fn keys_of_a_known_key_schema() {
+        let mut dec = JsonDecoder::new();
+        let p = r#"{"after":{"transaction_id":7,"created_at":"2024-01-01T00:00:00Z"},"source":{"table":"t"},"op":"c"}"#;
+        let key = |payload: &str| {
+            format!(
+                r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","field":"a"}},{{"type":"string","field":"b"}}]}},"payload":{payload}}}"#
+            )
+        };
+        for _ in 0..2 {
+            // First with the key schema unknown, then from the cached one.
+            let k = key(r#"{"a":7,"b":"x"}"#);
+            let c = change(
+                dec.decode(
+                    Some(k.as_bytes()),
+                    Some(&message(p)),
+                    KafkaPosition::default(),
+                )
+                .unwrap(),
+            );
+            let names: Vec<&str> = c.key.iter().map(|(n, _)| &**n).collect();
+            assert_eq!(names, ["a", "b"]);
+            assert_eq!(c.key[1].1, Value::from("x"));
+            let k = key("null");
+            let c = change(
+                dec.decode(
+                    Some(k.as_bytes()),
+                    Some(&message(p)),
+                    KafkaPosition::default(),
+                )
+                .unwrap(),
+            );
+            assert!(c.key.is_empty());
+        }
+        let err = dec
+            .decode(
+                Some(key("[1]").as_bytes()),
+                Some(&message(p)),
+                KafkaPosition::default(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::BadKey(_)), "{err}");
     }
 
     #[test]
