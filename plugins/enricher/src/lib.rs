@@ -65,4 +65,9 @@ impl Guest for Enricher {
     }
 }
 
+/// Talc instead of the default dlmalloc: every string of a batch is allocated and freed in here.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 export!(Enricher);

@@ -68,4 +68,9 @@ impl Guest for Validator {
     }
 }
 
+/// Talc instead of the default dlmalloc: every string of a batch is allocated and freed in here.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 export!(Validator);
