@@ -275,20 +275,88 @@ fn a_plugin_is_handed_only_what_it_reads() {
             .collect::<Vec<_>>()
     };
     let all = "transaction_id,user_id,amount,status,payment_method,created_at";
+    // What describe sees, without the table it names first.
+    let seen = |reads: &str| -> Vec<String> {
+        describe(reads)
+            .into_iter()
+            .map(|r| match r.strip_prefix("table=public.transactions ") {
+                Some(rest) => rest.to_string(),
+                None => panic!("{r}: not the change's table"),
+            })
+            .collect()
+    };
     assert_eq!(
-        describe(""),
+        seen(""),
         [
             format!("after={all} before={all}"),
             format!("after=- before={all}")
         ]
     );
     assert_eq!(
-        describe("reads = [\"status\", \"transaction_id\", \"not_a_column\"]\nbefore = false"),
+        seen("reads = [\"status\", \"transaction_id\", \"not_a_column\"]\nbefore = false"),
         ["after=transaction_id,status before=-", "after=- before=-"]
     );
     assert_eq!(
-        describe("reads = [\"amount\"]\nbefore = true"),
+        seen("reads = [\"amount\"]\nbefore = true"),
         ["after=amount before=amount", "after=- before=amount"]
+    );
+}
+
+/// A batch mixing tables reaches a plugin as one call per table, each change with its own
+/// table, and the decisions come back in the batch's order.
+#[test]
+fn a_plugin_is_called_once_per_table() {
+    let s = spec(
+        "describe",
+        dist("testing/misbehave.wasm"),
+        "mode = \"describe\"\nreads = [\"transaction_id\"]",
+    );
+    let mut chain = PluginChain::build(&engine(), &[s]).expect("plugin loads");
+    let in_table = |id: i64, schema: &str, table: &str| {
+        let mut c = change(Op::Create, id, json!(7), json!("1.00"), "pending");
+        c.table = TableId {
+            schema: schema.into(),
+            table: table.into(),
+        };
+        c
+    };
+    let mut changes = vec![
+        in_table(1, "public", "a"),
+        in_table(2, "shop", "a"),
+        in_table(3, "public", "a"),
+        in_table(4, "public", "b"),
+    ];
+    let reasons: Vec<String> = chain
+        .run(&mut changes)
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Reject { reason, .. } => reason,
+            other => panic!("describe rejects everything, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "table=public.a after=transaction_id before=-",
+            "table=shop.a after=transaction_id before=-",
+            "table=public.a after=transaction_id before=-",
+            "table=public.b after=transaction_id before=-",
+        ]
+    );
+    // So "unique in the batch" means within one table: the same id in two tables is fine.
+    let validator = spec("validator", dist("validator.wasm"), GUIDE_RULES);
+    let mut chain = PluginChain::build(&engine(), &[validator]).expect("chain loads");
+    let mut changes = vec![
+        in_table(1, "public", "a"),
+        in_table(1, "shop", "a"),
+        in_table(1, "public", "a"),
+    ];
+    let outcomes = chain.run(&mut changes);
+    assert_eq!(outcomes[..2], [Outcome::Keep, Outcome::Keep]);
+    assert!(
+        matches!(&outcomes[2], Outcome::Reject { reason, .. } if reason.contains("duplicate")),
+        "{:?}",
+        outcomes[2]
     );
 }
 

@@ -75,8 +75,6 @@ pub fn to_wit<'a>(
         _ => None,
     };
     Some(WitChange {
-        schema: &change.table.schema,
-        table: &change.table.table,
         op,
         key: arena.alloc_slice_fill_iter(change.key.iter().map(|(name, v)| FieldParam {
             name,

@@ -22,10 +22,11 @@ use bumpalo::Bump;
 
 use super::bindings::exports::floe::plugin::transform::Decision;
 use super::bindings::floe::plugin::log::{self, Level};
+use super::bindings::floe::plugin::types::Table as WitTable;
 use super::bindings::{Plugin, PluginPre, WIT_PACKAGE, WIT_VERSION};
 use super::convert::{to_wit, Projection};
 use super::PluginError;
-use crate::change::Change;
+use crate::change::{Change, TableId};
 use crate::config::PluginConfig;
 
 /// How often the epoch advances. Deadlines are whole ticks, so this is their resolution; each
@@ -324,9 +325,35 @@ impl LoadedPlugin {
     }
 
     /// One decision per change (truncates never reach plugins: the caller leaves them out), or
-    /// the fault that prevented them. After a fault the instance is discarded; the next call
-    /// starts (and initialises) a fresh one.
+    /// the fault that prevented them. The plugin is called once per table, with that table's
+    /// changes in order; a fault in any call is the whole batch's. After a fault the instance
+    /// is discarded; the next call starts (and initialises) a fresh one.
     pub fn process(&mut self, changes: &[&Change]) -> Result<Vec<Decision>, PluginError> {
+        let mut tables: Vec<(&TableId, Vec<usize>)> = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            match tables.iter_mut().find(|(t, _)| **t == c.table) {
+                Some((_, indexes)) => indexes.push(i),
+                None => tables.push((&c.table, vec![i])),
+            }
+        }
+        if let [(table, _)] = tables.as_slice() {
+            return self.call(table, changes);
+        }
+        let mut decisions: Vec<Option<Decision>> = changes.iter().map(|_| None).collect();
+        for (table, indexes) in tables {
+            let part: Vec<&Change> = indexes.iter().map(|&i| changes[i]).collect();
+            for (i, d) in indexes.into_iter().zip(self.call(table, &part)?) {
+                decisions[i] = Some(d);
+            }
+        }
+        decisions
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| self.fault("a change got no decision".into()))
+    }
+
+    /// One `process` call with changes of `table`.
+    fn call(&mut self, table: &TableId, changes: &[&Change]) -> Result<Vec<Decision>, PluginError> {
         if self.running.is_none() {
             self.start().map_err(|e| PluginError::Fault {
                 plugin: self.name.clone(),
@@ -346,10 +373,14 @@ impl LoadedPlugin {
             self.running = Some((store, instance));
             return Err(self.fault("a truncate was handed to the plugin".into()));
         };
-        match instance
-            .floe_plugin_transform()
-            .call_process(&mut store, &batch)
-        {
+        match instance.floe_plugin_transform().call_process(
+            &mut store,
+            WitTable {
+                schema: &table.schema,
+                name: &table.table,
+            },
+            &batch,
+        ) {
             Ok(decisions) if decisions.len() == changes.len() => {
                 self.running = Some((store, instance));
                 Ok(decisions)

@@ -25,7 +25,7 @@ use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
 use floe::plugin::log::{log, Level};
-use floe::plugin::types::Reads;
+use floe::plugin::types::{Reads, Table};
 
 use derive::Enrichment;
 
@@ -51,7 +51,7 @@ impl Guest for Enricher {
         Ok(reads)
     }
 
-    fn process(changes: Vec<Change>) -> Vec<Decision> {
+    fn process(_table: Table, changes: Vec<Change>) -> Vec<Decision> {
         ENRICHMENT.with(|slot| match &*slot.borrow() {
             Some(e) => {
                 let now = e.now();

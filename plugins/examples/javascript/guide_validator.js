@@ -68,7 +68,7 @@ export const transform = {
     return { columns: ["transaction_id", "user_id", "amount", "status"], before: true };
   },
 
-  process(changes) {
+  process(_table, changes) {
     const seen = new Set();
     return changes.map((change) => {
       if (change.op === "delete" || change.after === undefined || change.after === null) {

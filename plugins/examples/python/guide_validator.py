@@ -65,7 +65,7 @@ class Transform(exports.Transform):
         log(Level.INFO, "guide validator (Python) ready")
         return t.Reads(columns=READS, before=True)
 
-    def process(self, changes):
+    def process(self, table: t.Table, changes):
         seen = set()
         decisions = []
         for change in changes:

@@ -30,7 +30,7 @@ use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
 use floe::plugin::log::{log, Level};
-use floe::plugin::types::Reads;
+use floe::plugin::types::{Reads, Table};
 
 use rules::RuleSet;
 
@@ -57,7 +57,7 @@ impl Guest for Validator {
         Ok(reads)
     }
 
-    fn process(changes: Vec<Change>) -> Vec<Decision> {
+    fn process(_table: Table, changes: Vec<Change>) -> Vec<Decision> {
         RULES.with(|r| match &*r.borrow() {
             Some(set) => set.decide(&changes),
             None => changes

@@ -4,7 +4,7 @@
 //! With `trigger`, it misbehaves only on batches where some `after` image holds that exact
 //! text value, and keeps every change otherwise. `reads` and `before` are what its `init`
 //! returns (every column and `before` by default); `describe` rejects each change with what it
-//! was handed: `after=a,b before=c,d` (`-` for an absent image).
+//! was handed: `table=s.t after=a,b before=c,d` (`-` for an absent image).
 
 wit_bindgen::generate!({
     path: "../../../wit/floe-plugin@0.2.0",
@@ -14,7 +14,7 @@ wit_bindgen::generate!({
 use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
-use floe::plugin::types::{Reads, Value};
+use floe::plugin::types::{Reads, Table, Value};
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Default)]
@@ -46,7 +46,7 @@ impl Guest for Misbehave {
         Ok(reads)
     }
 
-    fn process(changes: Vec<Change>) -> Vec<Decision> {
+    fn process(table: Table, changes: Vec<Change>) -> Vec<Decision> {
         let cfg = CONFIG.with(|c| c.borrow().clone());
         let triggered = match &cfg.trigger {
             None => true,
@@ -89,7 +89,9 @@ impl Guest for Misbehave {
                 .iter()
                 .map(|c| {
                     Decision::Reject(format!(
-                        "after={} before={}",
+                        "table={}.{} after={} before={}",
+                        table.schema,
+                        table.name,
                         names(&c.after),
                         names(&c.before)
                     ))
