@@ -13,16 +13,23 @@ use super::bindings::floe::plugin::types::{
 };
 use crate::change::{Cell, Change, Column, ColumnType, Op, Row};
 
-/// Which columns of a row image a plugin reads, remembered for the last column list seen
-/// (the rows of a batch nearly always share one).
+/// Which columns of a row image a plugin reads, remembered for the last few column lists seen
+/// (the rows of a batch nearly always share one or two: `before` keeps the source's list when
+/// an earlier plugin's edits gave `after` another).
 pub struct Projection {
     reads: Reads,
-    last: Option<(Arc<[Column]>, Vec<usize>)>,
+    recent: Vec<(Arc<[Column]>, Vec<usize>)>,
 }
+
+/// How many column lists a projection remembers.
+const RECENT_LISTS: usize = 4;
 
 impl Projection {
     pub fn new(reads: Reads) -> Self {
-        Projection { reads, last: None }
+        Projection {
+            reads,
+            recent: Vec::new(),
+        }
     }
 
     /// Everything: every column and the `before` image.
@@ -36,17 +43,27 @@ impl Projection {
     /// The positions in `columns` of the columns the plugin reads (`None`: all of them).
     fn positions(&mut self, columns: &Arc<[Column]>) -> Option<&[usize]> {
         let wanted = self.reads.columns.as_ref()?;
-        let hit = matches!(&self.last, Some((c, _)) if Arc::ptr_eq(c, columns));
-        if !hit {
-            let positions = columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| wanted.iter().any(|w| **w == *c.name))
-                .map(|(i, _)| i)
-                .collect();
-            self.last = Some((columns.clone(), positions));
-        }
-        self.last.as_ref().map(|(_, p)| p.as_slice())
+        let at = match self
+            .recent
+            .iter()
+            .position(|(c, _)| Arc::ptr_eq(c, columns))
+        {
+            Some(at) => at,
+            None => {
+                let positions = columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| wanted.iter().any(|w| **w == *c.name))
+                    .map(|(i, _)| i)
+                    .collect();
+                if self.recent.len() >= RECENT_LISTS {
+                    self.recent.remove(0);
+                }
+                self.recent.push((columns.clone(), positions));
+                self.recent.len() - 1
+            }
+        };
+        Some(&self.recent[at].1)
     }
 }
 
@@ -439,6 +456,25 @@ mod tests {
         }
         let w = to_wit(&c, &mut Projection::all(), &arena).expect("not a truncate");
         assert_eq!(w.before.expect("before").len(), 3);
+        // `before` with another column list than `after` (an earlier plugin added a column):
+        // each image by its own list, both remembered.
+        let mut before = c.after.clone().expect("after");
+        let mut columns = before.columns.to_vec();
+        columns.reverse();
+        before.columns = columns.into();
+        before.cells.reverse();
+        c.before = Some(before);
+        let mut projection = Projection::new(Reads {
+            columns: Some(vec!["note".into(), "id".into()]),
+            before: true,
+        });
+        for _ in 0..2 {
+            let w = to_wit(&c, &mut projection, &arena).expect("not a truncate");
+            let after: Vec<&str> = w.after.expect("after").iter().map(|f| f.name).collect();
+            let before: Vec<&str> = w.before.expect("before").iter().map(|f| f.name).collect();
+            assert_eq!((after, before), (vec!["id", "note"], vec!["note", "id"]));
+        }
+        assert_eq!(projection.recent.len(), 2);
     }
 
     #[test]
