@@ -16,6 +16,8 @@ bash scripts/build-plugins.sh
 (cd plugins && cargo fmt --all --check && cargo clippy --release --locked --target wasm32-wasip2 --quiet -- -D warnings)
 echo "== unit tests"
 cargo test --release --locked
+# The plugins' allocator is plain Rust: its tests run natively.
+(cd plugins && cargo test --release --locked -p plugin-alloc)
 echo "== fresh local stack"
 bash scripts/stack.sh reset
 bash scripts/stack.sh up

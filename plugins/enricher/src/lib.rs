@@ -65,9 +65,11 @@ impl Guest for Enricher {
     }
 }
 
-/// Talc instead of the default dlmalloc: every string of a batch is allocated and freed in here.
+/// Every string of a batch is allocated and freed in here: free lists per size class, with
+/// talc (faster than the default dlmalloc) behind them for chunks and large blocks.
 #[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: plugin_alloc::SizeClasses<talc::wasm::WasmDynamicTalc> =
+    plugin_alloc::SizeClasses::new(talc::wasm::new_wasm_dynamic_allocator());
 
 export!(Enricher);
