@@ -10,9 +10,9 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::schema::{normalise, ImageSchema};
+use super::schema::{decimal_from_base64, normalise, ImageSchema, WireFormat, UNAVAILABLE_VALUE};
 use super::DecodeError;
-use crate::change::Cell;
+use crate::change::{Cell, Column};
 use crate::change::{Change, KafkaPosition, Op, Row, SourcePosition, TableId};
 
 /// The envelope's payload with row images still as JSON objects.
@@ -202,9 +202,15 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
             };
             match idx {
                 Some(i) => {
-                    let v: Value = map.next_value()?;
-                    cells[i] = normalise(&schema.columns[i], schema.formats[i], v)
-                        .map_err(serde::de::Error::custom)?;
+                    let column = &schema.columns[i];
+                    cells[i] = match schema.formats[i] {
+                        // Read from the message's text: no copy of the base64 first.
+                        WireFormat::DecimalBytes { scale } => {
+                            map.next_value_seed(DecimalCell { column, scale })?
+                        }
+                        format => normalise(column, format, map.next_value()?)
+                            .map_err(serde::de::Error::custom)?,
+                    };
                     next = i + 1;
                 }
                 None => {
@@ -213,6 +219,48 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
             }
         }
         Ok(TypedImage(cells))
+    }
+}
+
+/// A Connect `Decimal` cell (base64 text or null), decoded from the borrowed text.
+struct DecimalCell<'a> {
+    column: &'a Column,
+    scale: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for DecimalCell<'_> {
+    type Value = Cell;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cell, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DecimalCell<'_> {
+    type Value = Cell;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a decimal as base64 text, or null")
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Cell, E> {
+        Ok(Cell::Value(Value::Null))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Cell, E> {
+        Ok(Cell::Value(Value::Null))
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cell, D::Error> {
+        d.deserialize_str(self)
+    }
+    fn visit_str<E: serde::de::Error>(self, b64: &str) -> Result<Cell, E> {
+        if b64 == UNAVAILABLE_VALUE {
+            return Ok(Cell::Unchanged);
+        }
+        decimal_from_base64(b64, self.scale)
+            .map(|text| Cell::Value(Value::String(text)))
+            .map_err(|reason| {
+                E::custom(DecodeError::BadValue {
+                    field: self.column.name.to_string(),
+                    reason,
+                })
+            })
     }
 }
 

@@ -92,8 +92,7 @@ impl JsonDecoder {
                     Some(image) => {
                         // One UTF-8 check for the whole payload; the str reader then skips
                         // the per-string checks of the slice reader.
-                        let payload = std::str::from_utf8(payload)
-                            .map_err(|e| DecodeError::NotJson(e.to_string()))?;
+                        let payload = utf8(payload)?;
                         let mut de = serde_json::Deserializer::from_str(payload);
                         let typed = PayloadSeed(image)
                             .deserialize(&mut de)
@@ -183,6 +182,15 @@ impl JsonDecoder {
 fn has_null_payload(value: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
         .is_ok_and(|m| m.get("payload").is_some_and(serde_json::Value::is_null))
+}
+
+/// The payload as text: validated with SIMD (most of it is ASCII), the standard library's
+/// checker only for the message of an error.
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| match std::str::from_utf8(bytes) {
+        Err(e) => DecodeError::NotJson(e.to_string()),
+        Ok(_) => DecodeError::NotJson("invalid UTF-8".into()),
+    })
 }
 
 fn trim_closing_brace(bytes: &[u8]) -> Result<&[u8], DecodeError> {

@@ -247,7 +247,15 @@ fn seconds_and_nanos(value: &Value, per_sec: i64) -> Result<(i64, u32), String> 
 
 /// Decodes a Connect decimal (base64 of a big-endian two's-complement integer) to text.
 pub fn decimal_from_base64(b64: &str, scale: u32) -> Result<String, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
+    let bad = |e: base64::DecodeSliceError| format!("decimal is not base64: {e}");
+    let engine = &base64::engine::general_purpose::STANDARD;
+    // Up to 38 digits (PostgreSQL's usual precisions) fit 16 bytes: decode on the stack.
+    let mut buf = [0u8; 24];
+    if b64.len() <= 32 {
+        let n = engine.decode_slice(b64, &mut buf).map_err(bad)?;
+        return Ok(decimal_from_bytes(&buf[..n], scale));
+    }
+    let bytes = engine
         .decode(b64)
         .map_err(|e| format!("decimal is not base64: {e}"))?;
     Ok(decimal_from_bytes(&bytes, scale))
@@ -255,6 +263,45 @@ pub fn decimal_from_base64(b64: &str, scale: u32) -> Result<String, String> {
 
 /// Formats a big-endian two's-complement unscaled integer with `scale` decimal places.
 pub fn decimal_from_bytes(bytes: &[u8], scale: u32) -> String {
+    if bytes.len() <= 16 {
+        // Sign-extend into an i128 and format its digits (no big-number arithmetic).
+        let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            0xFF
+        } else {
+            0
+        };
+        let mut be = [fill; 16];
+        be[16 - bytes.len()..].copy_from_slice(bytes);
+        let n = i128::from_be_bytes(be);
+        return with_scale(n < 0, &n.unsigned_abs().to_string(), scale);
+    }
+    decimal_from_long_bytes(bytes, scale)
+}
+
+/// `digits` (an unsigned integer's decimal digits) with `scale` of them after the point.
+fn with_scale(negative: bool, digits: &str, scale: u32) -> String {
+    let scale = scale as usize;
+    // Leading zeros so that at least one digit stays before the point: 1 → "0.01".
+    let pad = (scale + 1).saturating_sub(digits.len());
+    let total = digits.len() + pad;
+    let mut out = String::with_capacity(total + 2);
+    if negative {
+        out.push('-');
+    }
+    for (i, d) in std::iter::repeat_n(b'0', pad)
+        .chain(digits.bytes())
+        .enumerate()
+    {
+        if i == total - scale && scale > 0 {
+            out.push('.');
+        }
+        out.push(char::from(d));
+    }
+    out
+}
+
+/// [`decimal_from_bytes`] for integers wider than 128 bits.
+fn decimal_from_long_bytes(bytes: &[u8], scale: u32) -> String {
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
     // Magnitude as big-endian bytes.
     let mut mag: Vec<u8> = if negative {
@@ -281,22 +328,12 @@ pub fn decimal_from_bytes(bytes: &[u8], scale: u32) -> String {
         }
         digits.push(b'0' + rem as u8);
     }
-    let scale = scale as usize;
-    while digits.len() <= scale {
-        digits.push(b'0');
-    }
     digits.reverse();
-    let int_len = digits.len() - scale;
-    let mut out = String::with_capacity(digits.len() + 2);
-    if negative {
-        out.push('-');
-    }
-    out.push_str(std::str::from_utf8(&digits[..int_len]).expect("ascii digits"));
-    if scale > 0 {
-        out.push('.');
-        out.push_str(std::str::from_utf8(&digits[int_len..]).expect("ascii digits"));
-    }
-    out
+    with_scale(
+        negative,
+        std::str::from_utf8(&digits).expect("ascii digits"),
+        scale,
+    )
 }
 
 #[cfg(test)]
@@ -319,6 +356,40 @@ mod tests {
             "999999999999999999999999999999999999.99"
         );
         assert!(decimal_from_base64("***", 2).is_err());
+    }
+
+    #[test]
+    fn short_decimals_format_like_the_long_path() {
+        // Up to 16 bytes go through i128; wider ones through byte division. Both must agree,
+        // signs, padding and i128::MIN included.
+        let mut cases: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xFF], vec![0x80; 16]];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 1..=16 {
+            for _ in 0..50 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                cases.push((0..len).map(|i| (x >> ((i % 8) * 8)) as u8).collect());
+            }
+        }
+        for bytes in cases {
+            for scale in [0, 1, 2, 5, 30] {
+                assert_eq!(
+                    decimal_from_bytes(&bytes, scale),
+                    decimal_from_long_bytes(&bytes, scale),
+                    "{bytes:02x?} scale {scale}"
+                );
+            }
+        }
+        // 17 bytes: -1 sign-extended, and a long base64 text.
+        assert_eq!(decimal_from_bytes(&[0xFF; 17], 3), "-0.001");
+        let mut two_to_128 = [0u8; 17];
+        two_to_128[0] = 1;
+        let wide = base64::engine::general_purpose::STANDARD.encode(two_to_128);
+        assert_eq!(
+            decimal_from_base64(&wide, 2).unwrap(),
+            "3402823669209384634633746074317682114.56"
+        );
     }
 
     #[test]
