@@ -24,7 +24,7 @@ pub struct Payload<'a> {
     pub after: Option<Map<String, Value>>,
     #[serde(default, borrow)]
     pub source: Option<Source<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "cow_str")]
     pub op: Option<Cow<'a, str>>,
 }
 
@@ -36,10 +36,48 @@ pub struct Source<'a> {
     pub lsn: Option<u64>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "cow_str")]
     pub schema: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "cow_str")]
     pub table: Option<Cow<'a, str>>,
+}
+
+/// Optional text borrowed from the message when it holds no escapes (serde's own
+/// `Option<Cow<str>>` always copies).
+fn cow_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    CowStr.deserialize(d)
+}
+
+#[derive(Clone, Copy)]
+struct CowStr;
+
+impl<'de> DeserializeSeed<'de> for CowStr {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CowStr {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("text or null")
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_owned())))
+    }
 }
 
 /// Turns source names into a [`TableId`], reusing the previous one when it is the same table
@@ -120,7 +158,7 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
                 Field::Before => p.before = map.next_value_seed(OptionalImage(self.0))?,
                 Field::After => p.after = map.next_value_seed(OptionalImage(self.0))?,
                 Field::Source => p.source = map.next_value()?,
-                Field::Op => p.op = map.next_value()?,
+                Field::Op => p.op = map.next_value_seed(CowStr)?,
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }

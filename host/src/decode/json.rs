@@ -262,6 +262,36 @@ mod tests {
     }
 
     #[test]
+    fn escaped_names_and_decimals() {
+        // Text with escapes cannot be borrowed from the message; it must decode all the same,
+        // on the typed path (schema) and without a schema.
+        let p = r#"{"after":{"transaction_id":7,"amount":null,"created_at":"2024-01-01T00:00:00Z"},"source":{"schema":"p\u0075blic","table":"tr\"x"},"op":"\u0063"}"#;
+        let bare = p.replace(r#""amount":null,"#, "");
+        let mut dec = JsonDecoder::new();
+        for value in [message(p), bare.into_bytes()] {
+            let c = change(
+                dec.decode(Some(KEY), Some(&value), KafkaPosition::default())
+                    .unwrap(),
+            );
+            assert_eq!(c.op, Op::Create);
+            assert_eq!((&*c.table.schema, &*c.table.table), ("public", "tr\"x"));
+        }
+        let c = change(
+            dec.decode(Some(KEY), Some(&message(p)), KafkaPosition::default())
+                .unwrap(),
+        );
+        assert_eq!(
+            c.after.unwrap().get("amount"),
+            Some(&Cell::Value(Value::Null))
+        );
+        let bad = p.replace(r#""amount":null"#, r#""amount":"not base64!""#);
+        let err = dec
+            .decode(Some(KEY), Some(&message(&bad)), KafkaPosition::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("amount"), "{err}");
+    }
+
+    #[test]
     fn keys_of_a_known_key_schema() {
         let mut dec = JsonDecoder::new();
         let p = r#"{"after":{"transaction_id":7,"created_at":"2024-01-01T00:00:00Z"},"source":{"table":"t"},"op":"c"}"#;
