@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${FLOE_CACHE:-$ROOT/.cache}/venv
-WIT="$ROOT/wit/floe-plugin@0.2.0"
+WIT="$ROOT/wit/floe-plugin@0.3.0"
 DIST="$ROOT/plugins/dist"
 mkdir -p "$DIST/testing" "$DIST/examples"
 

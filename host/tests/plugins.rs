@@ -302,6 +302,42 @@ fn a_plugin_is_handed_only_what_it_reads() {
     );
 }
 
+/// Row images come as values in the order of the call's columns. A column an earlier plugin
+/// added is one of them, with no value in the `before` images that lack it.
+#[test]
+fn columns_an_earlier_plugin_added_are_in_after_only() {
+    let enricher = spec(
+        "enricher",
+        dist("enricher.wasm"),
+        "static = { environment = \"test\" }",
+    );
+    let describe = spec(
+        "describe",
+        dist("testing/misbehave.wasm"),
+        "mode = \"describe\"",
+    );
+    let mut chain = PluginChain::build(&engine(), &[enricher, describe]).expect("chain loads");
+    let mut update = change(Op::Update, 1, json!(7), json!("1.00"), "pending");
+    update.before = update.after.clone();
+    let mut changes = vec![update, change(Op::Delete, 2, json!(7), json!("1.00"), "x")];
+    let reasons: Vec<String> = chain
+        .run(&mut changes)
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Reject { reason, .. } => reason,
+            other => panic!("describe rejects everything, got {other:?}"),
+        })
+        .collect();
+    let all = "transaction_id,user_id,amount,status,payment_method,created_at";
+    assert_eq!(
+        reasons,
+        [
+            format!("table=public.transactions after={all},environment before={all}"),
+            format!("table=public.transactions after=- before={all}"),
+        ]
+    );
+}
+
 /// A batch mixing tables reaches a plugin as one call per table, each change with its own
 /// table, and the decisions come back in the batch's order.
 #[test]
@@ -408,7 +444,7 @@ fn a_plugin_built_against_another_wit_version_is_refused_naming_both() {
     let text = err.to_string();
     assert!(matches!(err, PluginError::Version { .. }), "{text}");
     assert!(
-        text.contains("floe:plugin@0.3.0") && text.contains("floe:plugin@0.2.0"),
+        text.contains("floe:plugin@0.4.0") && text.contains("floe:plugin@0.3.0"),
         "{text}"
     );
     assert!(text.contains("`future`"), "{text}");
@@ -503,7 +539,7 @@ fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::copy(dist("testing/future_wit.wasm"), dir.join("p.wasm")).expect("copy");
     match reloader.poll(&mut chain) {
-        Reload::Refused(m) => assert!(m.contains("floe:plugin@0.3.0"), "{m}"),
+        Reload::Refused(m) => assert!(m.contains("floe:plugin@0.4.0"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v2"))));

@@ -169,7 +169,7 @@ def test_hot_swap_inside_a_running_pipeline(pg):
         floe.stop()
     out = floe.output()
     assert "plugin chain reloaded" in out
-    assert "plugin reload refused" in out and "floe:plugin@0.3.0" in out
+    assert "plugin reload refused" in out and "floe:plugin@0.4.0" in out
 
 
 def misbehaving_chain(run: Run, policy: str) -> str:

@@ -72,56 +72,132 @@ pub fn reaches_plugins(change: &Change) -> bool {
     change.op != Op::Truncate
 }
 
-/// The plugin's view of a change (`None` for a truncate, which plugins never see): the key
-/// whole, and the columns of the row images the plugin reads. Names and text are borrowed from
-/// `change`; values that must be made (bytes, text of a non-text value) go to `arena`.
+/// The plugin's view of one call's changes (`None` if one is a truncate, which plugins never
+/// see): the columns of `table.columns`, and per change the key whole and the row images as
+/// values in the order of those columns. Names and text are borrowed from the changes; values
+/// that must be made (bytes, text of a non-text value) go to `arena`.
 pub fn to_wit<'a>(
-    change: &'a Change,
+    changes: &[&'a Change],
     projection: &mut Projection,
     arena: &'a Bump,
-) -> Option<WitChange<'a>> {
-    let op = match change.op {
-        Op::Create => WitOp::Create,
-        Op::Update => WitOp::Update,
-        Op::Delete => WitOp::Delete,
-        Op::Read => WitOp::Read,
-        Op::Truncate => return None,
+) -> Option<(Vec<&'a str>, Vec<WitChange<'a>>)> {
+    let mut layout = Layout::default();
+    let mut out = Vec::with_capacity(changes.len());
+    let send_before = projection.reads.before;
+    // Each image's values land where its columns are in the call's list: worked out once per
+    // column list (the rows of a call nearly always share one or two).
+    let mut row = |row: &'a Row, layout: &mut Layout<'a>| -> &'a [Option<ValueParam<'a>>] {
+        let (width, slots) = layout.slots(&row.columns, projection);
+        let values = arena.alloc_slice_fill_with(width, |_| None::<ValueParam<'a>>);
+        for &(from, to) in slots {
+            values[to] = Some(cell(row, from, arena));
+        }
+        values
     };
-    let before = match &change.before {
-        Some(row) if projection.reads.before => Some(fields(row, projection, arena)),
-        _ => None,
-    };
-    Some(WitChange {
-        op,
-        key: arena.alloc_slice_fill_iter(change.key.iter().map(|(name, v)| FieldParam {
-            name,
-            value: untyped(v, arena),
-        })),
-        before,
-        after: change
-            .after
-            .as_ref()
-            .map(|row| fields(row, projection, arena)),
-        lsn: change.position.lsn,
-        source_ts_ms: change.source_ts_ms,
-    })
+    for change in changes {
+        let op = match change.op {
+            Op::Create => WitOp::Create,
+            Op::Update => WitOp::Update,
+            Op::Delete => WitOp::Delete,
+            Op::Read => WitOp::Read,
+            Op::Truncate => return None,
+        };
+        let before = match &change.before {
+            Some(r) if send_before => Some(r),
+            _ => None,
+        };
+        out.push(WitChange {
+            op,
+            key: arena.alloc_slice_fill_iter(change.key.iter().map(|(name, v)| FieldParam {
+                name,
+                value: untyped(v, arena),
+            })),
+            before: before.map(|r| row(r, &mut layout)),
+            after: change.after.as_ref().map(|r| row(r, &mut layout)),
+            lsn: change.position.lsn,
+            source_ts_ms: change.source_ts_ms,
+        });
+    }
+    // An image converted before a later one added a column is shorter than the list: pad it
+    // (`none`: that image does not have the column).
+    let width = layout.columns.len();
+    if layout.grew {
+        let pad = |values: &mut &'a [Option<ValueParam<'a>>]| {
+            if values.len() < width {
+                let have = values.len();
+                *values = arena.alloc_slice_fill_with(width, |i| {
+                    if i < have {
+                        values[i].clone()
+                    } else {
+                        None
+                    }
+                });
+            }
+        };
+        for c in &mut out {
+            c.before.as_mut().map(pad);
+            c.after.as_mut().map(pad);
+        }
+    }
+    Some((layout.columns, out))
 }
 
-fn fields<'a>(row: &'a Row, projection: &mut Projection, arena: &'a Bump) -> &'a [FieldParam<'a>] {
-    let field = |i: usize| {
-        let c = &row.columns[i];
-        FieldParam {
-            name: &c.name,
-            value: match row.cells.get(i) {
-                Some(Cell::Value(v)) => typed(v, &c.ty, arena),
-                Some(Cell::Unchanged) => ValueParam::Unchanged,
-                None => ValueParam::Null,
-            },
-        }
-    };
-    match projection.positions(&row.columns) {
-        Some(positions) => arena.alloc_slice_fill_iter(positions.iter().map(|&i| field(i))),
-        None => arena.alloc_slice_fill_iter((0..row.columns.len()).map(field)),
+/// Per projected cell of a column list: (its position in the list, its position in the call's
+/// columns).
+type Slots = Vec<(usize, usize)>;
+
+/// The columns of one call, and where the projected cells of each column list go.
+#[derive(Default)]
+struct Layout<'a> {
+    columns: Vec<&'a str>,
+    /// Per column list seen in this call: where its projected cells go.
+    lists: Vec<(&'a Arc<[Column]>, Slots)>,
+    /// Whether a list after the first added columns (earlier images must be padded).
+    grew: bool,
+}
+
+impl<'a> Layout<'a> {
+    /// The call's column count so far, and where the cells of `columns` go.
+    fn slots(
+        &mut self,
+        columns: &'a Arc<[Column]>,
+        projection: &mut Projection,
+    ) -> (usize, &[(usize, usize)]) {
+        let at = match self.lists.iter().position(|(c, _)| Arc::ptr_eq(c, columns)) {
+            Some(at) => at,
+            None => {
+                let before = self.columns.len();
+                let mut slots = Vec::new();
+                let mut place = |from: usize| {
+                    let name: &'a str = &columns[from].name;
+                    let to = match self.columns.iter().position(|c| *c == name) {
+                        Some(to) => to,
+                        None => {
+                            self.columns.push(name);
+                            self.columns.len() - 1
+                        }
+                    };
+                    slots.push((from, to));
+                };
+                match projection.positions(columns) {
+                    Some(positions) => positions.iter().for_each(|&i| place(i)),
+                    None => (0..columns.len()).for_each(place),
+                }
+                self.grew |= !self.lists.is_empty() && self.columns.len() > before;
+                self.lists.push((columns, slots));
+                self.lists.len() - 1
+            }
+        };
+        (self.columns.len(), &self.lists[at].1)
+    }
+}
+
+/// Cell `i` of `row` as a WIT value.
+fn cell<'a>(row: &'a Row, i: usize, arena: &'a Bump) -> ValueParam<'a> {
+    match row.cells.get(i) {
+        Some(Cell::Value(v)) => typed(v, &row.columns[i].ty, arena),
+        Some(Cell::Unchanged) => ValueParam::Unchanged,
+        None => ValueParam::Null,
     }
 }
 
@@ -425,16 +501,32 @@ mod tests {
         }
     }
 
+    /// The column names of a call and each image as (column, value) pairs, `none`s left out.
+    fn named<'a>(columns: &[&'a str], image: Option<&'a [Option<ValueParam<'a>>]>) -> Vec<&'a str> {
+        let image = image.expect("image");
+        assert_eq!(image.len(), columns.len(), "one entry per column");
+        columns
+            .iter()
+            .zip(image)
+            .filter(|(_, v)| v.is_some())
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
     #[test]
     fn values_keep_their_types() {
         let (c, arena) = (change(), Bump::new());
-        let w = to_wit(&c, &mut Projection::all(), &arena).expect("not a truncate");
-        let after = w.after.expect("after");
-        assert!(matches!(after[0].value, ValueParam::Integer(7)));
-        assert!(matches!(after[1].value, ValueParam::Decimal("12.50")));
-        assert!(matches!(after[2].value, ValueParam::Unchanged));
-        assert!(matches!(w.key[0].value, ValueParam::Integer(7)));
-        assert_eq!(w.lsn, 42);
+        let (columns, w) = to_wit(&[&c], &mut Projection::all(), &arena).expect("no truncate");
+        assert_eq!(columns, ["id", "amount", "note"]);
+        let after = w[0].after.expect("after");
+        assert!(matches!(after[0], Some(ValueParam::Integer(7))));
+        assert!(matches!(after[1], Some(ValueParam::Decimal("12.50"))));
+        assert!(matches!(after[2], Some(ValueParam::Unchanged)));
+        assert!(matches!(w[0].key[0].value, ValueParam::Integer(7)));
+        assert_eq!(w[0].lsn, 42);
+        let mut t = change();
+        t.op = Op::Truncate;
+        assert!(to_wit(&[&c, &t], &mut Projection::all(), &arena).is_none());
     }
 
     #[test]
@@ -448,16 +540,19 @@ mod tests {
         });
         for _ in 0..2 {
             // The second time from the remembered positions.
-            let w = to_wit(&c, &mut projection, &arena).expect("not a truncate");
-            let names: Vec<&str> = w.after.expect("after").iter().map(|f| f.name).collect();
-            assert_eq!(names, ["id", "note"], "row order, only what it reads");
-            assert!(w.before.is_none(), "before not read");
-            assert_eq!(w.key.len(), 1, "the key comes whole");
+            let (columns, w) = to_wit(&[&c, &c], &mut projection, &arena).expect("no truncate");
+            assert_eq!(columns, ["id", "note"], "row order, only what it reads");
+            assert!(matches!(
+                w[1].after.expect("after")[0],
+                Some(ValueParam::Integer(7))
+            ));
+            assert!(w[0].before.is_none(), "before not read");
+            assert_eq!(w[0].key.len(), 1, "the key comes whole");
         }
-        let w = to_wit(&c, &mut Projection::all(), &arena).expect("not a truncate");
-        assert_eq!(w.before.expect("before").len(), 3);
+        let (_, w) = to_wit(&[&c], &mut Projection::all(), &arena).expect("no truncate");
+        assert_eq!(w[0].before.expect("before").len(), 3);
         // `before` with another column list than `after` (an earlier plugin added a column):
-        // each image by its own list, both remembered.
+        // each image's values land under their own column names, both lists remembered.
         let mut before = c.after.clone().expect("after");
         let mut columns = before.columns.to_vec();
         columns.reverse();
@@ -469,12 +564,45 @@ mod tests {
             before: true,
         });
         for _ in 0..2 {
-            let w = to_wit(&c, &mut projection, &arena).expect("not a truncate");
-            let after: Vec<&str> = w.after.expect("after").iter().map(|f| f.name).collect();
-            let before: Vec<&str> = w.before.expect("before").iter().map(|f| f.name).collect();
-            assert_eq!((after, before), (vec!["id", "note"], vec!["note", "id"]));
+            let (columns, w) = to_wit(&[&c], &mut projection, &arena).expect("no truncate");
+            let (before, after) = (w[0].before.expect("before"), w[0].after.expect("after"));
+            let id = columns.iter().position(|c| *c == "id").expect("id");
+            assert!(matches!(before[id], Some(ValueParam::Integer(7))));
+            assert!(matches!(after[id], Some(ValueParam::Integer(7))));
+            let note = columns.iter().position(|c| *c == "note").expect("note");
+            assert!(matches!(before[note], Some(ValueParam::Unchanged)));
         }
         assert_eq!(projection.recent.len(), 2);
+    }
+
+    #[test]
+    fn images_without_a_column_of_the_call_have_none_there() {
+        // The second change's `after` gained a column (an earlier plugin set it): the call's
+        // columns are the union, and the first change's image is padded with `none`.
+        let first = change();
+        let mut second = change();
+        let after = second.after.as_mut().expect("after");
+        let mut columns = after.columns.to_vec();
+        columns.push(Column {
+            name: "band".into(),
+            ty: ColumnType::Text,
+            optional: true,
+        });
+        after.columns = columns.into();
+        after.cells.push(Cell::Value(Json::from("small")));
+        let arena = Bump::new();
+        let (columns, w) =
+            to_wit(&[&first, &second], &mut Projection::all(), &arena).expect("no truncate");
+        assert_eq!(columns, ["id", "amount", "note", "band"]);
+        assert_eq!(named(&columns, w[0].after), ["id", "amount", "note"]);
+        assert_eq!(
+            named(&columns, w[1].after),
+            ["id", "amount", "note", "band"]
+        );
+        assert!(matches!(
+            w[1].after.expect("after")[3],
+            Some(ValueParam::Text("small"))
+        ));
     }
 
     #[test]

@@ -365,11 +365,7 @@ impl LoadedPlugin {
         };
         self.arm(&mut store);
         self.arena.reset();
-        let batch = changes
-            .iter()
-            .map(|c| to_wit(c, &mut self.projection, &self.arena))
-            .collect::<Option<Vec<_>>>();
-        let Some(batch) = batch else {
+        let Some((columns, batch)) = to_wit(changes, &mut self.projection, &self.arena) else {
             self.running = Some((store, instance));
             return Err(self.fault("a truncate was handed to the plugin".into()));
         };
@@ -378,6 +374,7 @@ impl LoadedPlugin {
             WitTable {
                 schema: &table.schema,
                 name: &table.table,
+                columns: &columns,
             },
             &batch,
         ) {

@@ -9,6 +9,17 @@ use sha2::{Digest, Sha256};
 use crate::exports::floe::plugin::transform::{Change, Decision};
 use crate::floe::plugin::types::{Edit, Field, Op, Value};
 
+/// What one `process` call needs besides the config: where each source column is in the
+/// call's row images, and the processed-at time of the batch.
+pub struct Call {
+    dates: Vec<Option<usize>>,
+    bands: Vec<Option<usize>>,
+    flags: Vec<Option<usize>>,
+    hash: Vec<Option<usize>>,
+    mask: Vec<Option<usize>>,
+    now: Option<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Enrichment {
@@ -116,15 +127,24 @@ impl Enrichment {
         columns
     }
 
-    /// The processed-at value for one batch.
-    pub fn now(&self) -> Option<String> {
-        self.processed_at.as_ref().map(|_| {
-            let (secs, micros) = unix_now_micros();
-            format!("{}.{micros:06}Z", civil(secs))
-        })
+    /// Positions of the source columns among `columns` (the call's), and the processed-at
+    /// value for the batch.
+    pub fn call(&self, columns: &[String]) -> Call {
+        let at = |name: &str| columns.iter().position(|c| c == name);
+        Call {
+            dates: self.dates.values().map(|from| at(from)).collect(),
+            bands: self.bands.iter().map(|b| at(&b.column)).collect(),
+            flags: self.flags.iter().map(|f| at(&f.column)).collect(),
+            hash: self.hash.iter().map(|h| at(&h.column)).collect(),
+            mask: self.mask.iter().map(|m| at(&m.column)).collect(),
+            now: self.processed_at.as_ref().map(|_| {
+                let (secs, micros) = unix_now_micros();
+                format!("{}.{micros:06}Z", civil(secs))
+            }),
+        }
     }
 
-    pub fn decide(&self, change: &Change, now: &Option<String>) -> Decision {
+    pub fn decide(&self, change: &Change, call: &Call) -> Decision {
         let after = match (&change.op, &change.after) {
             (Op::Delete, _) | (_, None) => return Decision::Keep(Vec::new()),
             (_, Some(after)) => after,
@@ -136,8 +156,9 @@ impl Enrichment {
                 value,
             }))
         };
-        for (to, from) in &self.dates {
-            let v = match find(after, from) {
+        let find = |at: Option<usize>| at.and_then(|i| after.get(i)).and_then(Option::as_ref);
+        for (to, at) in self.dates.keys().zip(&call.dates) {
+            let v = match find(*at) {
                 Some(Value::Timestamp(s) | Value::Timestamptz(s) | Value::Date(s))
                     if s.len() >= 10 =>
                 {
@@ -150,8 +171,8 @@ impl Enrichment {
             };
             set(&mut edits, to, v);
         }
-        for b in &self.bands {
-            let v = match find(after, &b.column) {
+        for (b, at) in self.bands.iter().zip(&call.bands) {
+            let v = match find(*at) {
                 Some(Value::Unchanged) => Value::Unchanged,
                 Some(v) => match number(v) {
                     Some(n) => {
@@ -164,8 +185,8 @@ impl Enrichment {
             };
             set(&mut edits, &b.to, v);
         }
-        for f in &self.flags {
-            let v = match find(after, &f.column) {
+        for (f, at) in self.flags.iter().zip(&call.flags) {
+            let v = match find(*at) {
                 Some(Value::Unchanged) => Value::Unchanged,
                 Some(v) => match number(v) {
                     Some(n) => Value::Boolean(n >= f.min),
@@ -175,14 +196,14 @@ impl Enrichment {
             };
             set(&mut edits, &f.to, v);
         }
-        for h in &self.hash {
-            if let Some(text) = find(after, &h.column).and_then(text_of) {
+        for (h, at) in self.hash.iter().zip(&call.hash) {
+            if let Some(text) = find(*at).and_then(text_of) {
                 let digest = Sha256::digest(format!("{}{text}", h.salt).as_bytes());
                 set(&mut edits, &h.column, Value::Text(hex(&digest)));
             }
         }
-        for m in &self.mask {
-            if let Some(text) = find(after, &m.column).and_then(text_of) {
+        for (m, at) in self.mask.iter().zip(&call.mask) {
+            if let Some(text) = find(*at).and_then(text_of) {
                 let n = text.chars().count();
                 let masked: String = text
                     .chars()
@@ -195,15 +216,11 @@ impl Enrichment {
         for (to, value) in &self.statics {
             set(&mut edits, to, Value::Text(value.clone()));
         }
-        if let (Some(col), Some(now)) = (&self.processed_at, now) {
+        if let (Some(col), Some(now)) = (&self.processed_at, &call.now) {
             set(&mut edits, col, Value::Timestamptz(now.clone()));
         }
         Decision::Keep(edits)
     }
-}
-
-fn find<'a>(image: &'a [Field], column: &str) -> Option<&'a Value> {
-    image.iter().find(|f| f.name == column).map(|f| &f.value)
 }
 
 /// Whether `s` starts with an ISO-8601 date (`YYYY-MM-DD`).

@@ -17,7 +17,7 @@
 mod derive;
 
 wit_bindgen::generate!({
-    path: "../../wit/floe-plugin@0.2.0",
+    path: "../../wit/floe-plugin@0.3.0",
     world: "plugin",
 });
 
@@ -51,11 +51,11 @@ impl Guest for Enricher {
         Ok(reads)
     }
 
-    fn process(_table: Table, changes: Vec<Change>) -> Vec<Decision> {
+    fn process(table: Table, changes: Vec<Change>) -> Vec<Decision> {
         ENRICHMENT.with(|slot| match &*slot.borrow() {
             Some(e) => {
-                let now = e.now();
-                changes.iter().map(|c| e.decide(c, &now)).collect()
+                let call = e.call(&table.columns);
+                changes.iter().map(|c| e.decide(c, &call)).collect()
             }
             None => changes
                 .iter()

@@ -6,17 +6,19 @@
 // reasons, and floe's tests check that they do.
 //
 // Build: scripts/build-plugins.sh (or: npx jco componentize guide_validator.js
-//   --wit ../../../wit/floe-plugin@0.2.0 --world-name plugin -o guide_validator.wasm)
+//   --wit ../../../wit/floe-plugin@0.3.0 --world-name plugin -o guide_validator.wasm)
 //
-// WIT values arrive as { tag, val } objects; 64-bit integers are BigInts.
+// WIT values arrive as { tag, val } objects; 64-bit integers are BigInts. Row images are arrays
+// of values in the order of table.columns (undefined where an image lacks a column).
 
-import { log } from "floe:plugin/log@0.2.0";
+import { log } from "floe:plugin/log@0.3.0";
 
 const ALLOWED_STATUSES = ["pending", "completed", "failed", "refunded", "cancelled"];
 
+// A key column's value (keys come as named fields).
 const find = (fields, name) => fields.find((f) => f.name === name)?.value;
 
-const absent = (v) => v === undefined || v.tag === "null";
+const absent = (v) => v === undefined || v === null || v.tag === "null";
 
 const unchanged = (v) => v.tag === "unchanged";
 
@@ -68,19 +70,26 @@ export const transform = {
     return { columns: ["transaction_id", "user_id", "amount", "status"], before: true };
   },
 
-  process(_table, changes) {
+  process(table, changes) {
+    // Where each column is in this call's row images, once per call (-1: no image has it).
+    const [tidAt, userAt, amountAt, statusAt] = ["transaction_id", "user_id", "amount", "status"]
+      .map((c) => table.columns.indexOf(c));
+    const at = (row, i) => (i < 0 ? undefined : row[i]);
     const seen = new Set();
     return changes.map((change) => {
       if (change.op === "delete" || change.after === undefined || change.after === null) {
         // A deleted row frees its id for a later insert in the batch.
-        const v = find(change.before ?? change.key, "transaction_id");
+        const before = change.before;
+        const v = before === undefined || before === null
+          ? find(change.key, "transaction_id")
+          : at(before, tidAt);
         if (!absent(v) && !unchanged(v)) seen.delete(text(v));
         return { tag: "keep", val: [] };
       }
       const failures = [];
       const after = change.after;
 
-      const tid = find(after, "transaction_id");
+      const tid = at(after, tidAt);
       if (absent(tid)) {
         failures.push("transaction_id: is required");
       } else if (!unchanged(tid) && (change.op === "create" || change.op === "read")) {
@@ -88,7 +97,7 @@ export const transform = {
         seen.add(text(tid));
       }
 
-      const user = find(after, "user_id");
+      const user = at(after, userAt);
       if (absent(user)) {
         failures.push("user_id: is required");
       } else if (!unchanged(user)) {
@@ -99,13 +108,13 @@ export const transform = {
         if (n === undefined || !(n > 0)) failures.push("user_id: must be positive");
       }
 
-      const amount = find(after, "amount");
+      const amount = at(after, amountAt);
       if (!absent(amount) && !unchanged(amount)) {
         const n = number(amount);
         if (n === undefined || !Number.isFinite(n)) failures.push("amount: must be a number");
       }
 
-      const status = find(after, "status");
+      const status = at(after, statusAt);
       if (!absent(status) && !unchanged(status) && !ALLOWED_STATUSES.includes(text(status))) {
         failures.push(`status: must be one of ${ALLOWED_STATUSES.join(", ")}`);
       }

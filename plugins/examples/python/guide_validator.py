@@ -5,7 +5,7 @@ number when present, status one of the allowed values. Its twin is floe's Rust v
 the same rules as config (config/local.toml): both must reach the same decisions with the same
 reasons, and floe's tests check that they do.
 
-Build: scripts/build-plugins.sh (or: componentize-py -d ../../../wit/floe-plugin@0.2.0 -w plugin
+Build: scripts/build-plugins.sh (or: componentize-py -d ../../../wit/floe-plugin@0.3.0 -w plugin
 componentize guide_validator -o guide_validator.wasm)
 """
 
@@ -21,10 +21,21 @@ READS = ["transaction_id", "user_id", "amount", "status"]
 
 
 def find(fields, name):
+    """A key column's value (keys come as named fields)."""
     for f in fields:
         if f.name == name:
             return f.value
     return None
+
+
+def position(table, name):
+    """Where `name` is in this call's row images (None: no image of the call has it)."""
+    return table.columns.index(name) if name in table.columns else None
+
+
+def at(row, i):
+    """Value `i` of a row image (None: the image does not have that column)."""
+    return None if i is None else row[i]
 
 
 def number(value):
@@ -66,13 +77,17 @@ class Transform(exports.Transform):
         return t.Reads(columns=READS, before=True)
 
     def process(self, table: t.Table, changes):
+        # Row images are lists of values in the order of table.columns: positions once per call.
+        tid_at, user_at, amount_at, status_at = (position(table, c) for c in READS)
         seen = set()
         decisions = []
         for change in changes:
             if change.op == t.Op.DELETE or change.after is None:
                 # A deleted row frees its id for a later insert in the batch.
-                image = change.before if change.before is not None else change.key
-                v = find(image, "transaction_id")
+                if change.before is not None:
+                    v = at(change.before, tid_at)
+                else:
+                    v = find(change.key, "transaction_id")
                 if not absent(v) and not isinstance(v, t.Value_Unchanged):
                     seen.discard(text(v))
                 decisions.append(t.Decision_Keep([]))
@@ -80,7 +95,7 @@ class Transform(exports.Transform):
             failures = []
             after = change.after
 
-            tid = find(after, "transaction_id")
+            tid = at(after, tid_at)
             if absent(tid):
                 failures.append("transaction_id: is required")
             elif not isinstance(tid, t.Value_Unchanged) and change.op in (t.Op.CREATE, t.Op.READ):
@@ -88,7 +103,7 @@ class Transform(exports.Transform):
                     failures.append(f"transaction_id: duplicate value {text(tid)} in the batch")
                 seen.add(text(tid))
 
-            user = find(after, "user_id")
+            user = at(after, user_at)
             if absent(user):
                 failures.append("user_id: is required")
             elif not isinstance(user, t.Value_Unchanged):
@@ -100,13 +115,13 @@ class Transform(exports.Transform):
                 if n is None or not n > 0:
                     failures.append("user_id: must be positive")
 
-            amount = find(after, "amount")
+            amount = at(after, amount_at)
             if not absent(amount) and not isinstance(amount, t.Value_Unchanged):
                 n = number(amount)
                 if n is None or not math.isfinite(n):
                     failures.append("amount: must be a number")
 
-            status = find(after, "status")
+            status = at(after, status_at)
             if not absent(status) and not isinstance(status, t.Value_Unchanged):
                 if text(status) not in ALLOWED_STATUSES:
                     failures.append(f"status: must be one of {', '.join(ALLOWED_STATUSES)}")

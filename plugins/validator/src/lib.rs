@@ -22,7 +22,7 @@
 mod rules;
 
 wit_bindgen::generate!({
-    path: "../../wit/floe-plugin@0.2.0",
+    path: "../../wit/floe-plugin@0.3.0",
     world: "plugin",
 });
 
@@ -57,9 +57,9 @@ impl Guest for Validator {
         Ok(reads)
     }
 
-    fn process(_table: Table, changes: Vec<Change>) -> Vec<Decision> {
+    fn process(table: Table, changes: Vec<Change>) -> Vec<Decision> {
         RULES.with(|r| match &*r.borrow() {
-            Some(set) => set.decide(&changes),
+            Some(set) => set.decide(&table.columns, &changes),
             None => changes
                 .iter()
                 .map(|_| Decision::Reject("validator: init was not called".into()))

@@ -1,11 +1,37 @@
 //! The rules and how a batch is checked against them.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Deserialize;
 
 use crate::exports::floe::plugin::transform::{Change, Decision};
 use crate::floe::plugin::types::{Field, Op, Value};
+
+/// Values seen in one batch. Plugins hash a hundred short values per call: FNV-1a beats
+/// SipHash's setup here, and a batch is too small to be worth flooding.
+type Seen = HashSet<String, BuildHasherDefault<Fnv>>;
+
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,10 +149,23 @@ impl RuleSet {
             .any(|r| matches!(r.check, Check::UniqueInBatch))
     }
 
-    /// One decision per change, in order.
-    pub fn decide(&self, changes: &[Change]) -> Vec<Decision> {
+    /// One decision per change, in order. `columns` names the values of each row image.
+    pub fn decide(&self, columns: &[String], changes: &[Change]) -> Vec<Decision> {
+        // Where each rule's column is in the images of this call (once per call).
+        let at: Vec<Option<usize>> = self
+            .rules
+            .iter()
+            .map(|r| columns.iter().position(|c| *c == r.column))
+            .collect();
+        fn get<'v>(
+            at: &[Option<usize>],
+            image: &'v [Option<Value>],
+            rule: usize,
+        ) -> Option<&'v Value> {
+            at[rule].and_then(|i| image.get(i)).and_then(Option::as_ref)
+        }
         // Values of unique-in-batch columns among rows created in this batch, per rule.
-        let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); self.rules.len()];
+        let mut seen: Vec<Seen> = (0..self.rules.len()).map(|_| Seen::default()).collect();
         changes
             .iter()
             .map(|change| {
@@ -135,9 +174,12 @@ impl RuleSet {
                         // A deleted row frees its values for a later insert in the batch.
                         for (i, rule) in self.rules.iter().enumerate() {
                             if let Check::UniqueInBatch = rule.check {
-                                let image = change.before.as_deref().unwrap_or(&change.key);
-                                if let Some(v) = find(image, &rule.column).and_then(key_text) {
-                                    seen[i].remove(&v);
+                                let value = match &change.before {
+                                    Some(before) => get(&at, before, i),
+                                    None => find(&change.key, &rule.column),
+                                };
+                                if let Some(v) = value.and_then(key_text) {
+                                    seen[i].remove(&*v);
                                 }
                             }
                         }
@@ -147,8 +189,7 @@ impl RuleSet {
                 };
                 let mut failures = Vec::new();
                 for (i, rule) in self.rules.iter().enumerate() {
-                    let value = find(after, &rule.column);
-                    if let Some(why) = check(rule, value, &change.op, &mut seen[i]) {
+                    if let Some(why) = check(rule, get(&at, after, i), &change.op, &mut seen[i]) {
                         failures.push(format!("{}: {why}", rule.column));
                     }
                 }
@@ -167,12 +208,7 @@ fn find<'a>(image: &'a [Field], column: &str) -> Option<&'a Value> {
 }
 
 /// Why `value` fails `rule`, if it does.
-fn check(
-    rule: &Rule,
-    value: Option<&Value>,
-    op: &Op,
-    seen: &mut HashSet<String>,
-) -> Option<String> {
+fn check(rule: &Rule, value: Option<&Value>, op: &Op, seen: &mut Seen) -> Option<String> {
     let value = match value {
         None | Some(Value::Null) => {
             return matches!(rule.check, Check::Required).then(|| "is required".to_string())
@@ -197,7 +233,7 @@ fn check(
         },
         Check::OneOf(allowed) => {
             let text = display(value);
-            if allowed.contains(&text) {
+            if allowed.iter().any(|a| *a == *text) {
                 None
             } else {
                 Some(format!("must be one of {}", allowed.join(", ")))
@@ -229,10 +265,11 @@ fn check(
                 return None;
             }
             let text = key_text(value)?;
-            if seen.insert(text.clone()) {
-                None
-            } else {
+            if seen.contains(&*text) {
                 Some(format!("duplicate value {text} in the batch"))
+            } else {
+                seen.insert(text.into_owned());
+                None
             }
         }
     }
@@ -260,24 +297,24 @@ fn number(value: &Value) -> Option<f64> {
 }
 
 /// A value as text, for one-of, regex and length checks.
-fn display(value: &Value) -> String {
+fn display(value: &Value) -> Cow<'_, str> {
     match value {
-        Value::Null | Value::Unchanged => String::new(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
+        Value::Null | Value::Unchanged => Cow::Borrowed(""),
+        Value::Boolean(b) => Cow::Owned(b.to_string()),
+        Value::Integer(i) => Cow::Owned(i.to_string()),
+        Value::Float(f) => Cow::Owned(f.to_string()),
         Value::Decimal(s)
         | Value::Text(s)
         | Value::Date(s)
         | Value::Time(s)
         | Value::Timestamp(s)
         | Value::Timestamptz(s)
-        | Value::Json(s) => s.clone(),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        | Value::Json(s) => Cow::Borrowed(s),
+        Value::Bytes(b) => String::from_utf8_lossy(b),
     }
 }
 
-fn key_text(value: &Value) -> Option<String> {
+fn key_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null | Value::Unchanged => None,
         other => Some(display(other)),

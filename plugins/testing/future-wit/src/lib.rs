@@ -1,8 +1,8 @@
-//! Built against `floe:plugin@0.3.0`, which this floe does not support: loading it must fail
+//! Built against `floe:plugin@0.4.0`, which this floe does not support: loading it must fail
 //! with a message naming both versions.
 
 wit_bindgen::generate!({
-    path: "wit/floe-plugin@0.3.0",
+    path: "wit/floe-plugin@0.4.0",
     world: "plugin",
 });
 

@@ -7,7 +7,7 @@
 //! was handed: `table=s.t after=a,b before=c,d` (`-` for an absent image).
 
 wit_bindgen::generate!({
-    path: "../../../wit/floe-plugin@0.2.0",
+    path: "../../../wit/floe-plugin@0.3.0",
     world: "plugin",
 });
 
@@ -54,7 +54,7 @@ impl Guest for Misbehave {
                 c.after
                     .iter()
                     .flatten()
-                    .any(|f| matches!(&f.value, Value::Text(s) if s == t))
+                    .any(|v| matches!(v, Some(Value::Text(s)) if s == t))
             }),
         };
         if triggered {
@@ -77,10 +77,21 @@ impl Guest for Misbehave {
             }
         }
         if cfg.mode == "describe" {
-            let names = |image: &Option<Vec<floe::plugin::types::Field>>| match image {
-                Some(fields) => fields
+            // The columns an image has: those of `table.columns` it holds a value for.
+            let names = |image: &Option<Vec<Option<Value>>>| match image {
+                Some(values) if values.len() != table.columns.len() => {
+                    format!(
+                        "{} values for {} columns",
+                        values.len(),
+                        table.columns.len()
+                    )
+                }
+                Some(values) => table
+                    .columns
                     .iter()
-                    .map(|f| f.name.as_str())
+                    .zip(values)
+                    .filter(|(_, v)| v.is_some())
+                    .map(|(c, _)| c.as_str())
                     .collect::<Vec<_>>()
                     .join(","),
                 None => "-".to_string(),
