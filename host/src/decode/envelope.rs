@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::schema::{decimal_from_base64, normalise, ImageSchema, WireFormat, UNAVAILABLE_VALUE};
 use super::DecodeError;
-use crate::change::{Cell, Column};
+use crate::change::{Cell, Column, ColumnType};
 use crate::change::{Change, KafkaPosition, Op, Row, SourcePosition, TableId};
 
 /// The envelope's payload with row images still as JSON objects.
@@ -224,7 +224,9 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedImage, A::Error> {
         let schema = self.0;
-        let mut cells = vec![Cell::Value(Value::Null); schema.columns.len()];
+        let width = schema.columns.len();
+        // Filled in order while the fields come in schema order; padded with NULLs otherwise.
+        let mut cells: Vec<Cell> = Vec::with_capacity(width);
         let mut next = 0;
         loop {
             // Fields almost always come in schema order: try the next column first.
@@ -241,14 +243,26 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
             match idx {
                 Some(i) => {
                     let column = &schema.columns[i];
-                    cells[i] = match schema.formats[i] {
+                    let cell = match schema.formats[i] {
                         // Read from the message's text: no copy of the base64 first.
                         WireFormat::DecimalBytes { scale } => {
                             map.next_value_seed(DecimalCell { column, scale })?
                         }
+                        WireFormat::Plain if column.ty != ColumnType::Json => {
+                            match map.next_value()? {
+                                Value::String(s) if s == UNAVAILABLE_VALUE => Cell::Unchanged,
+                                v => Cell::Value(v),
+                            }
+                        }
                         format => normalise(column, format, map.next_value()?)
                             .map_err(serde::de::Error::custom)?,
                     };
+                    if i == cells.len() {
+                        cells.push(cell);
+                    } else {
+                        cells.resize_with(width, || Cell::Value(Value::Null));
+                        cells[i] = cell;
+                    }
                     next = i + 1;
                 }
                 None => {
@@ -256,6 +270,7 @@ impl<'de> Visitor<'de> for ImageVisitor<'_> {
                 }
             }
         }
+        cells.resize_with(width, || Cell::Value(Value::Null));
         Ok(TypedImage(cells))
     }
 }

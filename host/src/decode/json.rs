@@ -262,6 +262,27 @@ mod tests {
     }
 
     #[test]
+    fn fields_out_of_schema_order_or_missing() {
+        let mut dec = JsonDecoder::new();
+        for p in [
+            r#"{"after":{"created_at":"2024-01-01T00:00:00Z","extra":[1],"transaction_id":7},"source":{"table":"t"},"op":"c"}"#,
+            r#"{"after":{"transaction_id":7,"description":"__debezium_unavailable_value"},"source":{"table":"t"},"op":"c"}"#,
+        ] {
+            let c = change(
+                dec.decode(Some(KEY), Some(&message(p)), KafkaPosition::default())
+                    .unwrap(),
+            );
+            let after = c.after.unwrap();
+            assert_eq!(after.cells.len(), 4, "one cell per column");
+            assert_eq!(
+                after.get("transaction_id"),
+                Some(&Cell::Value(Value::from(7)))
+            );
+            assert_eq!(after.get("amount"), Some(&Cell::Value(Value::Null)));
+        }
+    }
+
+    #[test]
     fn escaped_names_and_decimals() {
         // Text with escapes cannot be borrowed from the message; it must decode all the same,
         // on the typed path (schema) and without a schema.
