@@ -171,10 +171,20 @@ impl Enrichment {
             };
             set(&mut edits, to, v);
         }
+        // Bands and flags on one column (amount) parse it once.
+        let mut parsed: Option<(usize, Option<f64>)> = None;
+        let mut number_at = |at: Option<usize>, v: &Value| match (at, parsed) {
+            (Some(i), Some((p, n))) if i == p => n,
+            _ => {
+                let n = number(v);
+                parsed = at.map(|i| (i, n));
+                n
+            }
+        };
         for (b, at) in self.bands.iter().zip(&call.bands) {
             let v = match find(*at) {
                 Some(Value::Unchanged) => Value::Unchanged,
-                Some(v) => match number(v) {
+                Some(v) => match number_at(*at, v) {
                     Some(n) => {
                         let i = b.thresholds.iter().take_while(|t| n >= **t).count();
                         Value::Text(b.labels[i].clone())
@@ -188,7 +198,7 @@ impl Enrichment {
         for (f, at) in self.flags.iter().zip(&call.flags) {
             let v = match find(*at) {
                 Some(Value::Unchanged) => Value::Unchanged,
-                Some(v) => match number(v) {
+                Some(v) => match number_at(*at, v) {
                     Some(n) => Value::Boolean(n >= f.min),
                     None => Value::Null,
                 },

@@ -165,7 +165,16 @@ impl RuleSet {
             at[rule].and_then(|i| image.get(i)).and_then(Option::as_ref)
         }
         // Values of unique-in-batch columns among rows created in this batch, per rule.
-        let mut seen: Vec<Seen> = (0..self.rules.len()).map(|_| Seen::default()).collect();
+        let mut seen: Vec<Seen> = self
+            .rules
+            .iter()
+            .map(|r| match r.check {
+                Check::UniqueInBatch => {
+                    Seen::with_capacity_and_hasher(changes.len(), Default::default())
+                }
+                _ => Seen::default(),
+            })
+            .collect();
         changes
             .iter()
             .map(|change| {
