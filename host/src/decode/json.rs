@@ -2,7 +2,8 @@
 //!
 //! With `schemas.enable=true` every message repeats the same multi-kilobyte schema. The decoder
 //! keeps the exact bytes of the schemas it has seen; a message whose schema bytes match one of
-//! them skips straight to its payload, so the schema is parsed once, not once per message.
+//! them skips straight to its payload, so the schema is parsed once, not once per message. That
+//! payload is read by [`super::scan`] (serde when the payload is out of the ordinary).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -15,6 +16,7 @@ use super::envelope::{
     build_change, build_typed_change, parse_key, parse_key_payload, Payload, PayloadSeed,
     TableNames,
 };
+use super::scan;
 use super::schema::{ConnectSchema, ImageSchema};
 use super::{DecodeError, Decoded};
 use crate::change::KafkaPosition;
@@ -93,11 +95,17 @@ impl JsonDecoder {
                         // One UTF-8 check for the whole payload; the str reader then skips
                         // the per-string checks of the slice reader.
                         let payload = utf8(payload)?;
-                        let mut de = serde_json::Deserializer::from_str(payload);
-                        let typed = PayloadSeed(image)
-                            .deserialize(&mut de)
-                            .and_then(|p| de.end().map(|_| p))
-                            .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                        let typed = match scan::payload(payload, image) {
+                            Some(typed) => typed,
+                            // Anything out of the ordinary: serde reads it, or says why not.
+                            None => {
+                                let mut de = serde_json::Deserializer::from_str(payload);
+                                PayloadSeed(image)
+                                    .deserialize(&mut de)
+                                    .and_then(|p| de.end().map(|_| p))
+                                    .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?
+                            }
+                        };
                         build_typed_change(typed, image, key, kafka, &mut self.names)?
                     }
                     None => {
@@ -206,7 +214,7 @@ fn trim_closing_brace(bytes: &[u8]) -> Result<&[u8], DecodeError> {
 
 /// The typed row schema from an envelope schema (`None` for an envelope without row images,
 /// such as a truncate-only schema).
-fn image_schema(raw: &str) -> Result<Option<ImageSchema>, DecodeError> {
+pub(crate) fn image_schema(raw: &str) -> Result<Option<ImageSchema>, DecodeError> {
     let env: EnvelopeSchema =
         serde_json::from_str(raw).map_err(|e| DecodeError::BadSchema(e.to_string()))?;
     let image = env

@@ -5,6 +5,7 @@ pub mod avro;
 pub mod envelope;
 pub mod json;
 pub mod registry;
+mod scan;
 pub mod schema;
 
 pub use avro::AvroDecoder;
