@@ -142,6 +142,38 @@ fn validator_applies_the_guides_rules() {
     );
 }
 
+/// A delete frees its row's id for a later insert of the batch, read from its `before` image
+/// or, without one, from its key.
+#[test]
+fn validator_unique_in_batch_is_freed_by_deletes() {
+    let mut chain = PluginChain::build(
+        &engine(),
+        &[spec("validator", dist("validator.wasm"), GUIDE_RULES)],
+    )
+    .expect("validator loads");
+    let create = |id| change(Op::Create, id, json!(7), json!("1.00"), "pending");
+    let mut key_only = change(Op::Delete, 2, json!(7), json!("1.00"), "pending");
+    key_only.before = None;
+    let mut changes = vec![
+        create(1),
+        create(2),
+        change(Op::Delete, 1, json!(7), json!("1.00"), "pending"),
+        create(1),
+        key_only,
+        create(2),
+        create(2),
+    ];
+    let outcomes = chain.run(&mut changes);
+    assert_eq!(&outcomes[..6], &vec![Outcome::Keep; 6][..]);
+    assert_eq!(
+        outcomes[6],
+        Outcome::Reject {
+            plugin: "validator".into(),
+            reason: "transaction_id: duplicate value 2 in the batch".into(),
+        }
+    );
+}
+
 #[test]
 fn enricher_adds_derived_columns_and_masks() {
     let mut chain = PluginChain::build(

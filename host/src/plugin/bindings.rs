@@ -3,7 +3,7 @@
 //! Changes are handed to plugins borrowed (`Change<'a>`, `ValueParam<'a>`):
 //! text values are copied once, straight from floe's records into the
 //! plugin's memory, with no owned copy in between. What plugins return is owned
-//! (`FieldResult`, `ValueResult`).
+//! (`Field`, `ValueResult`).
 
 wasmtime::component::bindgen!({
     path: "../wit/floe-plugin@0.3.0",

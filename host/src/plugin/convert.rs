@@ -9,7 +9,7 @@ use bumpalo::Bump;
 use serde_json::Value as Json;
 
 use super::bindings::floe::plugin::types::{
-    Change as WitChange, Edit, FieldParam, FieldResult, Op as WitOp, Reads, ValueParam, ValueResult,
+    Change as WitChange, Edit, Field, Op as WitOp, Reads, ValueParam, ValueResult,
 };
 use crate::change::{Cell, Change, Column, ColumnType, Op, Row};
 
@@ -73,15 +73,24 @@ pub fn reaches_plugins(change: &Change) -> bool {
 }
 
 /// The plugin's view of one call's changes (`None` if one is a truncate, which plugins never
-/// see): the columns of `table.columns`, and per change the key whole and the row images as
-/// values in the order of those columns. Names and text are borrowed from the changes; values
-/// that must be made (bytes, text of a non-text value) go to `arena`.
+/// see).
+pub struct WitCall<'a> {
+    /// The key columns (`table.key`) and the row columns (`table.columns`) of the call.
+    pub key: Vec<&'a str>,
+    pub columns: Vec<&'a str>,
+    pub changes: Vec<WitChange<'a>>,
+}
+
+/// Builds the plugin's view of one call: per change the key whole and the row images it reads,
+/// each as values in the order of the call's column lists. Names and text are borrowed from
+/// the changes; values that must be made (bytes, text of a non-text value) go to `arena`.
 pub fn to_wit<'a>(
     changes: &[&'a Change],
     projection: &mut Projection,
     arena: &'a Bump,
-) -> Option<(Vec<&'a str>, Vec<WitChange<'a>>)> {
+) -> Option<WitCall<'a>> {
     let mut layout = Layout::default();
+    let mut keys = KeyLayout::default();
     let mut out = Vec::with_capacity(changes.len());
     let send_before = projection.reads.before;
     // Each image's values land where its columns are in the call's list: worked out once per
@@ -108,10 +117,7 @@ pub fn to_wit<'a>(
         };
         out.push(WitChange {
             op,
-            key: arena.alloc_slice_fill_iter(change.key.iter().map(|(name, v)| FieldParam {
-                name,
-                value: untyped(v, arena),
-            })),
+            key: keys.row(&change.key, arena),
             before: before.map(|r| row(r, &mut layout)),
             after: change.after.as_ref().map(|r| row(r, &mut layout)),
             lsn: change.position.lsn,
@@ -120,9 +126,8 @@ pub fn to_wit<'a>(
     }
     // An image converted before a later one added a column is shorter than the list: pad it
     // (`none`: that image does not have the column).
-    let width = layout.columns.len();
-    if layout.grew {
-        let pad = |values: &mut &'a [Option<ValueParam<'a>>]| {
+    let pad =
+        |values: &mut &'a [Option<ValueParam<'a>>], width: usize| {
             if values.len() < width {
                 let have = values.len();
                 *values = arena.alloc_slice_fill_with(width, |i| {
@@ -134,12 +139,59 @@ pub fn to_wit<'a>(
                 });
             }
         };
+    if layout.grew || keys.grew {
+        let (width, key_width) = (layout.columns.len(), keys.names.len());
         for c in &mut out {
-            c.before.as_mut().map(pad);
-            c.after.as_mut().map(pad);
+            pad(&mut c.key, key_width);
+            if let Some(values) = c.before.as_mut() {
+                pad(values, width);
+            }
+            if let Some(values) = c.after.as_mut() {
+                pad(values, width);
+            }
         }
     }
-    Some((layout.columns, out))
+    Some(WitCall {
+        key: keys.names,
+        columns: layout.columns,
+        changes: out,
+    })
+}
+
+/// The key columns of one call, in the order first seen (a table's keys nearly always have
+/// the same columns; the decoder shares their names).
+#[derive(Default)]
+struct KeyLayout<'a> {
+    names: Vec<&'a str>,
+    /// Whether a key after the first added a column (earlier keys must be padded).
+    grew: bool,
+}
+
+impl<'a> KeyLayout<'a> {
+    fn row(
+        &mut self,
+        key: &'a [(Arc<str>, Json)],
+        arena: &'a Bump,
+    ) -> &'a [Option<ValueParam<'a>>] {
+        let at = |names: &[&str], name: &str| {
+            names
+                .iter()
+                .position(|n| std::ptr::eq(*n, name) || *n == name)
+        };
+        for (name, _) in key {
+            if at(&self.names, name).is_none() {
+                self.grew |= !self.names.is_empty();
+                self.names.push(name);
+            }
+        }
+        let values = arena.alloc_slice_fill_with(self.names.len(), |_| None::<ValueParam<'a>>);
+        for (name, v) in key {
+            if let Some(i) = at(&self.names, name) {
+                values[i] = Some(untyped(v, arena));
+            }
+        }
+        values
+    }
 }
 
 /// Per projected cell of a column list: (its position in the list, its position in the call's
@@ -388,7 +440,7 @@ pub fn apply_edits(change: &mut Change, edits: Vec<Edit>, cache: &mut ColumnCach
     let mut replayable = true;
     for edit in edits {
         match edit {
-            Edit::Set(FieldResult { name, value }) => {
+            Edit::Set(Field { name, value }) => {
                 let mut ty = wit_type(&value);
                 let typed_by_value = ty != ColumnType::Unknown;
                 keys.push((Some(ty.clone()), Box::from(name.as_str())));
@@ -516,13 +568,17 @@ mod tests {
     #[test]
     fn values_keep_their_types() {
         let (c, arena) = (change(), Bump::new());
-        let (columns, w) = to_wit(&[&c], &mut Projection::all(), &arena).expect("no truncate");
+        let WitCall {
+            columns,
+            changes: w,
+            ..
+        } = to_wit(&[&c], &mut Projection::all(), &arena).expect("no truncate");
         assert_eq!(columns, ["id", "amount", "note"]);
         let after = w[0].after.expect("after");
         assert!(matches!(after[0], Some(ValueParam::Integer(7))));
         assert!(matches!(after[1], Some(ValueParam::Decimal("12.50"))));
         assert!(matches!(after[2], Some(ValueParam::Unchanged)));
-        assert!(matches!(w[0].key[0].value, ValueParam::Integer(7)));
+        assert!(matches!(w[0].key[0], Some(ValueParam::Integer(7))));
         assert_eq!(w[0].lsn, 42);
         let mut t = change();
         t.op = Op::Truncate;
@@ -540,7 +596,11 @@ mod tests {
         });
         for _ in 0..2 {
             // The second time from the remembered positions.
-            let (columns, w) = to_wit(&[&c, &c], &mut projection, &arena).expect("no truncate");
+            let WitCall {
+                columns,
+                changes: w,
+                ..
+            } = to_wit(&[&c, &c], &mut projection, &arena).expect("no truncate");
             assert_eq!(columns, ["id", "note"], "row order, only what it reads");
             assert!(matches!(
                 w[1].after.expect("after")[0],
@@ -549,7 +609,8 @@ mod tests {
             assert!(w[0].before.is_none(), "before not read");
             assert_eq!(w[0].key.len(), 1, "the key comes whole");
         }
-        let (_, w) = to_wit(&[&c], &mut Projection::all(), &arena).expect("no truncate");
+        let WitCall { changes: w, .. } =
+            to_wit(&[&c], &mut Projection::all(), &arena).expect("no truncate");
         assert_eq!(w[0].before.expect("before").len(), 3);
         // `before` with another column list than `after` (an earlier plugin added a column):
         // each image's values land under their own column names, both lists remembered.
@@ -564,7 +625,11 @@ mod tests {
             before: true,
         });
         for _ in 0..2 {
-            let (columns, w) = to_wit(&[&c], &mut projection, &arena).expect("no truncate");
+            let WitCall {
+                columns,
+                changes: w,
+                ..
+            } = to_wit(&[&c], &mut projection, &arena).expect("no truncate");
             let (before, after) = (w[0].before.expect("before"), w[0].after.expect("after"));
             let id = columns.iter().position(|c| *c == "id").expect("id");
             assert!(matches!(before[id], Some(ValueParam::Integer(7))));
@@ -573,6 +638,27 @@ mod tests {
             assert!(matches!(before[note], Some(ValueParam::Unchanged)));
         }
         assert_eq!(projection.recent.len(), 2);
+    }
+
+    #[test]
+    fn keys_are_rows_of_the_calls_key_columns() {
+        // The primary key changed between two changes of a call: `table.key` has both key
+        // columns, and each key `none` where it does not have one.
+        let first = change();
+        let mut second = change();
+        second.key = vec![
+            ("code".into(), Json::from("x")),
+            ("id".into(), Json::from(8)),
+        ];
+        let arena = Bump::new();
+        let call = to_wit(&[&first, &second], &mut Projection::all(), &arena).expect("no truncate");
+        assert_eq!(call.key, ["id", "code"]);
+        let keys: Vec<_> = call.changes.iter().map(|c| c.key).collect();
+        assert!(matches!(keys[0], [Some(ValueParam::Integer(7)), None]));
+        assert!(matches!(
+            keys[1],
+            [Some(ValueParam::Integer(8)), Some(ValueParam::Text("x"))]
+        ));
     }
 
     #[test]
@@ -591,8 +677,11 @@ mod tests {
         after.columns = columns.into();
         after.cells.push(Cell::Value(Json::from("small")));
         let arena = Bump::new();
-        let (columns, w) =
-            to_wit(&[&first, &second], &mut Projection::all(), &arena).expect("no truncate");
+        let WitCall {
+            columns,
+            changes: w,
+            ..
+        } = to_wit(&[&first, &second], &mut Projection::all(), &arena).expect("no truncate");
         assert_eq!(columns, ["id", "amount", "note", "band"]);
         assert_eq!(named(&columns, w[0].after), ["id", "amount", "note"]);
         assert_eq!(
@@ -610,11 +699,11 @@ mod tests {
         let mut cache = ColumnCache::default();
         let edits = || {
             vec![
-                Edit::Set(FieldResult {
+                Edit::Set(Field {
                     name: "band".into(),
                     value: ValueResult::Text("small".into()),
                 }),
-                Edit::Set(FieldResult {
+                Edit::Set(Field {
                     name: "amount".into(),
                     value: ValueResult::Decimal("13.00".into()),
                 }),
@@ -647,7 +736,7 @@ mod tests {
         // Other value types for the same columns are worked out again, not replayed.
         let mut c = row.clone();
         let mut other = edits();
-        other[0] = Edit::Set(FieldResult {
+        other[0] = Edit::Set(Field {
             name: "band".into(),
             value: ValueResult::Integer(3),
         });

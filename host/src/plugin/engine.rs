@@ -365,7 +365,7 @@ impl LoadedPlugin {
         };
         self.arm(&mut store);
         self.arena.reset();
-        let Some((columns, batch)) = to_wit(changes, &mut self.projection, &self.arena) else {
+        let Some(call) = to_wit(changes, &mut self.projection, &self.arena) else {
             self.running = Some((store, instance));
             return Err(self.fault("a truncate was handed to the plugin".into()));
         };
@@ -374,9 +374,10 @@ impl LoadedPlugin {
             WitTable {
                 schema: &table.schema,
                 name: &table.table,
-                columns: &columns,
+                key: &call.key,
+                columns: &call.columns,
             },
-            &batch,
+            &call.changes,
         ) {
             Ok(decisions) if decisions.len() == changes.len() => {
                 self.running = Some((store, instance));

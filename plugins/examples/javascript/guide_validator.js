@@ -8,15 +8,13 @@
 // Build: scripts/build-plugins.sh (or: npx jco componentize guide_validator.js
 //   --wit ../../../wit/floe-plugin@0.3.0 --world-name plugin -o guide_validator.wasm)
 //
-// WIT values arrive as { tag, val } objects; 64-bit integers are BigInts. Row images are arrays
-// of values in the order of table.columns (undefined where an image lacks a column).
+// WIT values arrive as { tag, val } objects; 64-bit integers are BigInts. Keys and row images
+// are arrays of values in the order of table.key and table.columns (undefined where an image
+// lacks a column).
 
 import { log } from "floe:plugin/log@0.3.0";
 
 const ALLOWED_STATUSES = ["pending", "completed", "failed", "refunded", "cancelled"];
-
-// A key column's value (keys come as named fields).
-const find = (fields, name) => fields.find((f) => f.name === name)?.value;
 
 const absent = (v) => v === undefined || v === null || v.tag === "null";
 
@@ -74,6 +72,7 @@ export const transform = {
     // Where each column is in this call's row images, once per call (-1: no image has it).
     const [tidAt, userAt, amountAt, statusAt] = ["transaction_id", "user_id", "amount", "status"]
       .map((c) => table.columns.indexOf(c));
+    const tidKeyAt = table.key.indexOf("transaction_id");
     const at = (row, i) => (i < 0 ? undefined : row[i]);
     const seen = new Set();
     return changes.map((change) => {
@@ -81,7 +80,7 @@ export const transform = {
         // A deleted row frees its id for a later insert in the batch.
         const before = change.before;
         const v = before === undefined || before === null
-          ? find(change.key, "transaction_id")
+          ? at(change.key, tidKeyAt)
           : at(before, tidAt);
         if (!absent(v) && !unchanged(v)) seen.delete(text(v));
         return { tag: "keep", val: [] };

@@ -20,17 +20,9 @@ ALLOWED_STATUSES = ["pending", "completed", "failed", "refunded", "cancelled"]
 READS = ["transaction_id", "user_id", "amount", "status"]
 
 
-def find(fields, name):
-    """A key column's value (keys come as named fields)."""
-    for f in fields:
-        if f.name == name:
-            return f.value
-    return None
-
-
-def position(table, name):
-    """Where `name` is in this call's row images (None: no image of the call has it)."""
-    return table.columns.index(name) if name in table.columns else None
+def position(names, name):
+    """Where `name` is in a call's column list (None: no image of the call has it)."""
+    return names.index(name) if name in names else None
 
 
 def at(row, i):
@@ -77,8 +69,10 @@ class Transform(exports.Transform):
         return t.Reads(columns=READS, before=True)
 
     def process(self, table: t.Table, changes):
-        # Row images are lists of values in the order of table.columns: positions once per call.
-        tid_at, user_at, amount_at, status_at = (position(table, c) for c in READS)
+        # Keys and row images are lists of values in the order of table.key and table.columns:
+        # positions once per call.
+        tid_at, user_at, amount_at, status_at = (position(table.columns, c) for c in READS)
+        tid_key_at = position(table.key, "transaction_id")
         seen = set()
         decisions = []
         for change in changes:
@@ -87,7 +81,7 @@ class Transform(exports.Transform):
                 if change.before is not None:
                     v = at(change.before, tid_at)
                 else:
-                    v = find(change.key, "transaction_id")
+                    v = at(change.key, tid_key_at)
                 if not absent(v) and not isinstance(v, t.Value_Unchanged):
                     seen.discard(text(v))
                 decisions.append(t.Decision_Keep([]))

@@ -59,7 +59,7 @@ impl Guest for Validator {
 
     fn process(table: Table, changes: Vec<Change>) -> Vec<Decision> {
         RULES.with(|r| match &*r.borrow() {
-            Some(set) => set.decide(&table.columns, &changes),
+            Some(set) => set.decide(&table.key, &table.columns, &changes),
             None => changes
                 .iter()
                 .map(|_| Decision::Reject("validator: init was not called".into()))

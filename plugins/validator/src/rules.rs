@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use serde::Deserialize;
 
 use crate::exports::floe::plugin::transform::{Change, Decision};
-use crate::floe::plugin::types::{Field, Op, Value};
+use crate::floe::plugin::types::{Op, Value};
 
 /// Values seen in one batch. Plugins hash a hundred short values per call: FNV-1a beats
 /// SipHash's setup here, and a batch is too small to be worth flooding.
@@ -149,14 +149,17 @@ impl RuleSet {
             .any(|r| matches!(r.check, Check::UniqueInBatch))
     }
 
-    /// One decision per change, in order. `columns` names the values of each row image.
-    pub fn decide(&self, columns: &[String], changes: &[Change]) -> Vec<Decision> {
-        // Where each rule's column is in the images of this call (once per call).
-        let at: Vec<Option<usize>> = self
-            .rules
-            .iter()
-            .map(|r| columns.iter().position(|c| *c == r.column))
-            .collect();
+    /// One decision per change, in order. `key` and `columns` name the values of each key
+    /// and row image.
+    pub fn decide(&self, key: &[String], columns: &[String], changes: &[Change]) -> Vec<Decision> {
+        // Where each rule's column is in the keys and images of this call (once per call).
+        let position = |names: &[String]| -> Vec<Option<usize>> {
+            self.rules
+                .iter()
+                .map(|r| names.iter().position(|c| *c == r.column))
+                .collect()
+        };
+        let (at, key_at) = (position(columns), position(key));
         fn get<'v>(
             at: &[Option<usize>],
             image: &'v [Option<Value>],
@@ -185,7 +188,7 @@ impl RuleSet {
                             if let Check::UniqueInBatch = rule.check {
                                 let value = match &change.before {
                                     Some(before) => get(&at, before, i),
-                                    None => find(&change.key, &rule.column),
+                                    None => get(&key_at, &change.key, i),
                                 };
                                 if let Some(v) = value.and_then(key_text) {
                                     seen[i].remove(&*v);
@@ -210,10 +213,6 @@ impl RuleSet {
             })
             .collect()
     }
-}
-
-fn find<'a>(image: &'a [Field], column: &str) -> Option<&'a Value> {
-    image.iter().find(|f| f.name == column).map(|f| &f.value)
 }
 
 /// Why `value` fails `rule`, if it does.
