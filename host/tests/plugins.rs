@@ -283,6 +283,25 @@ fn fault_then_recover(s: PluginConfig) -> String {
     reason
 }
 
+/// What the `describe` plugin (the last of `chain`) says it was handed, per change.
+fn described(chain: &mut PluginChain, changes: &mut [Change]) -> Vec<String> {
+    chain
+        .run(changes)
+        .into_iter()
+        .map(|o| match o {
+            Outcome::Reject { reason, .. } => reason,
+            other => panic!("describe rejects everything, got {other:?}"),
+        })
+        .collect()
+}
+
+/// An update carrying its `before` image, then a delete.
+fn update_and_delete() -> Vec<Change> {
+    let mut update = change(Op::Update, 1, json!(7), json!("1.00"), "pending");
+    update.before = update.after.clone();
+    vec![update, change(Op::Delete, 2, json!(7), json!("1.00"), "x")]
+}
+
 /// What a plugin says it reads (its `init` result) is what it is handed: those columns in row
 /// order, `before` only when asked for; the key always whole. Edits still reach every column.
 #[test]
@@ -294,17 +313,7 @@ fn a_plugin_is_handed_only_what_it_reads() {
             &format!("mode = \"describe\"\n{reads}"),
         );
         let mut chain = PluginChain::build(&engine(), &[s]).expect("plugin loads");
-        let mut update = change(Op::Update, 1, json!(7), json!("1.00"), "pending");
-        update.before = update.after.clone();
-        let mut changes = vec![update, change(Op::Delete, 2, json!(7), json!("1.00"), "x")];
-        chain
-            .run(&mut changes)
-            .into_iter()
-            .map(|o| match o {
-                Outcome::Reject { reason, .. } => reason,
-                other => panic!("describe rejects everything, got {other:?}"),
-            })
-            .collect::<Vec<_>>()
+        described(&mut chain, &mut update_and_delete())
     };
     let all = "transaction_id,user_id,amount,status,payment_method,created_at";
     // What describe sees, without the table it names first.
@@ -349,17 +358,7 @@ fn columns_an_earlier_plugin_added_are_in_after_only() {
         "mode = \"describe\"",
     );
     let mut chain = PluginChain::build(&engine(), &[enricher, describe]).expect("chain loads");
-    let mut update = change(Op::Update, 1, json!(7), json!("1.00"), "pending");
-    update.before = update.after.clone();
-    let mut changes = vec![update, change(Op::Delete, 2, json!(7), json!("1.00"), "x")];
-    let reasons: Vec<String> = chain
-        .run(&mut changes)
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Reject { reason, .. } => reason,
-            other => panic!("describe rejects everything, got {other:?}"),
-        })
-        .collect();
+    let reasons = described(&mut chain, &mut update_and_delete());
     let all = "transaction_id,user_id,amount,status,payment_method,created_at";
     assert_eq!(
         reasons,
@@ -394,16 +393,8 @@ fn a_plugin_is_called_once_per_table() {
         in_table(3, "public", "a"),
         in_table(4, "public", "b"),
     ];
-    let reasons: Vec<String> = chain
-        .run(&mut changes)
-        .into_iter()
-        .map(|o| match o {
-            Outcome::Reject { reason, .. } => reason,
-            other => panic!("describe rejects everything, got {other:?}"),
-        })
-        .collect();
     assert_eq!(
-        reasons,
+        described(&mut chain, &mut changes),
         [
             "table=public.a after=transaction_id before=-",
             "table=shop.a after=transaction_id before=-",

@@ -569,6 +569,50 @@ mod tests {
     }
 
     #[test]
+    fn mangled_payloads_agree_or_fall_back() {
+        // Captured payloads with a few bytes replaced, inserted or removed, JSON's own
+        // characters most of all: whatever the fast path accepts, serde reads the same way.
+        let (image, payloads) = captured();
+        const ALPHABET: &[u8] = b"\"\\{}[],:-+.0129eEnultrfx \t\n\x01";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let (mut fast, mut total) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = payloads[next(payloads.len())].clone().into_bytes();
+            for _ in 0..1 + next(3) {
+                let at = next(text.len());
+                let c = ALPHABET[next(ALPHABET.len())];
+                match next(3) {
+                    0 => text[at] = c,
+                    1 => text.insert(at, c),
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+            }
+            // Only valid UTF-8 reaches the reader (the decoder checks it first).
+            let Ok(text) = String::from_utf8(text) else {
+                continue;
+            };
+            total += 1;
+            if agrees(&text, &image) {
+                fast += 1;
+            }
+        }
+        // Some mangling leaves valid payloads (a changed digit, a space): the fast path reads
+        // those; the rest fall back.
+        assert!(
+            fast > total / 20 && fast < total,
+            "{fast} of {total} read fast"
+        );
+    }
+
+    #[test]
     fn odd_payloads_agree_or_fall_back() {
         let (image, payloads) = captured();
         let base = &payloads[0];
