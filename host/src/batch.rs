@@ -126,11 +126,16 @@ impl TableBatch {
         } else if let (None, Some(before)) = (&self.columns, &change.before) {
             self.columns = Some(before.columns.clone());
         }
+        // The key by column name, whatever order its columns came in: values alone would make
+        // (order_id 1, line_no 4) and (line_no 4, order_id 1) different rows, and the first
+        // the same as (order_id 4, line_no 1).
         let key_text = if change.key.is_empty() {
             None
         } else {
-            let values: Vec<&serde_json::Value> = change.key.iter().map(|(_, v)| v).collect();
-            Some(serde_json::to_string(&values).unwrap_or_default())
+            let mut pairs: Vec<(&str, &serde_json::Value)> =
+                change.key.iter().map(|(n, v)| (&**n, v)).collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            Some(serde_json::to_string(&pairs).unwrap_or_default())
         };
         let existing = key_text.as_ref().and_then(|k| self.index.get(k).copied());
         match existing {
@@ -410,6 +415,31 @@ mod tests {
         assert_eq!(rows[0].action, RowAction::Upsert);
         assert_eq!(rows[0].sources, vec![0, 1, 2]);
         assert_eq!(rows[1].sources, vec![3]);
+    }
+
+    #[test]
+    fn composite_keys_fold_by_column_name_not_position() {
+        // (order 1, line 4) with its key columns in either order is one row; (order 4,
+        // line 1) is another, though its values come in the same order as one of them.
+        let keyed = |lsn: u64, key: [(&str, i64); 2]| {
+            let mut c = change(Op::Create, 0, lsn, "new", text("x"));
+            c.key = key
+                .iter()
+                .map(|(n, v)| (Arc::from(*n), Value::from(*v)))
+                .collect();
+            c
+        };
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 10,
+            max_wait: Duration::from_secs(5),
+        });
+        b.push(keyed(1, [("line_no", 4), ("order_id", 1)]));
+        b.push(keyed(2, [("order_id", 4), ("line_no", 1)]));
+        b.push(keyed(3, [("order_id", 1), ("line_no", 4)]));
+        b.seal(|_| true);
+        let rows = &b.take().tables.into_values().next().unwrap().rows;
+        let sources: Vec<&Vec<usize>> = rows.iter().map(|r| &r.sources).collect();
+        assert_eq!(sources, [&vec![0, 2], &vec![1]]);
     }
 
     #[test]

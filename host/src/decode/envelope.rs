@@ -421,7 +421,9 @@ fn row_from(mut map: Map<String, Value>, image: Option<&ImageSchema>) -> Result<
 }
 
 /// Parses a Debezium message key: `{"schema":…, "payload":{…}}` or the bare object. Key column
-/// names are shared through `names` rather than allocated per message.
+/// names are shared through `names` rather than allocated per message. The columns keep the
+/// message's order, as [`parse_key_payload`] reads them for keys of a known schema: one key
+/// must look the same whichever path read it.
 pub fn parse_key(
     bytes: Option<&[u8]>,
     names: &mut Vec<Arc<str>>,
@@ -429,27 +431,30 @@ pub fn parse_key(
     let Some(bytes) = bytes else {
         return Ok(Vec::new());
     };
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::BadKey(e.to_string()))?;
-    let obj = match v {
-        Value::Object(mut m) if m.contains_key("payload") && m.contains_key("schema") => {
-            match m.remove("payload") {
-                Some(Value::Object(p)) => p,
-                Some(Value::Null) | None => return Ok(Vec::new()),
-                Some(other) => {
-                    return Err(DecodeError::BadKey(format!(
-                        "key payload is not an object: {other}"
-                    )))
+    let bad = |e: serde_json::Error| DecodeError::BadKey(e.to_string());
+    let v: Value = serde_json::from_slice(bytes).map_err(bad)?;
+    match &v {
+        Value::Object(m) if m.contains_key("payload") && m.contains_key("schema") => {
+            match m.get("payload") {
+                Some(Value::Object(_)) => {
+                    #[derive(Deserialize)]
+                    struct Wrapped<'a> {
+                        #[serde(borrow)]
+                        payload: &'a serde_json::value::RawValue,
+                    }
+                    let w: Wrapped = serde_json::from_slice(bytes).map_err(bad)?;
+                    parse_key_payload(w.payload.get().as_bytes(), names)
                 }
+                Some(Value::Null) | None => Ok(Vec::new()),
+                Some(other) => Err(DecodeError::BadKey(format!(
+                    "key payload is not an object: {other}"
+                ))),
             }
         }
-        Value::Object(m) => m,
-        Value::Null => return Ok(Vec::new()),
-        other => return Err(DecodeError::BadKey(format!("not an object: {other}"))),
-    };
-    Ok(obj
-        .into_iter()
-        .map(|(k, v)| (key_name(names, &k), v))
-        .collect())
+        Value::Object(_) => parse_key_payload(bytes, names),
+        Value::Null => Ok(Vec::new()),
+        other => Err(DecodeError::BadKey(format!("not an object: {other}"))),
+    }
 }
 
 /// A key column's name, shared with earlier keys that had it.

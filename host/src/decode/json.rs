@@ -338,7 +338,11 @@ mod tests {
             )
         };
         for _ in 0..2 {
-            // First with the key schema unknown, then from the cached one.
+            // First with the key schema unknown, then from the cached one: the same key, its
+            // columns in the message's order both times.
+            let c = change(decode(r#"{"b":"x","a":7}"#).unwrap());
+            let names: Vec<&str> = c.key.iter().map(|(n, _)| &**n).collect();
+            assert_eq!(names, ["b", "a"]);
             let c = change(decode(r#"{"a":7,"b":"x"}"#).unwrap());
             let names: Vec<&str> = c.key.iter().map(|(n, _)| &**n).collect();
             assert_eq!(names, ["a", "b"]);
