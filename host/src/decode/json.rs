@@ -17,9 +17,10 @@ use super::envelope::{
     TableNames,
 };
 use super::scan;
-use super::schema::{ConnectSchema, ImageSchema};
+use super::schema::{normalise, ConnectSchema, ImageSchema, WireFormat};
 use super::{DecodeError, Decoded};
 use crate::change::KafkaPosition;
+use crate::change::{Cell, ColumnType};
 
 const SCHEMA_PREFIX: &[u8] = br#"{"schema":"#;
 const PAYLOAD_INFIX: &[u8] = br#","payload":"#;
@@ -35,8 +36,9 @@ struct CachedSchema {
 #[derive(Default)]
 pub struct JsonDecoder {
     schemas: Vec<CachedSchema>,
-    /// Key schemas seen before, byte for byte.
-    key_schemas: Vec<Box<[u8]>>,
+    /// Key schemas seen before, byte for byte, with the key columns' types (`None` when the
+    /// schema is not a struct floe can read: the values are then taken as they are).
+    key_schemas: Vec<(Box<[u8]>, Option<ImageSchema>)>,
     names: TableNames,
     key_names: Vec<Arc<str>>,
 }
@@ -156,7 +158,10 @@ impl JsonDecoder {
 }
 
 impl JsonDecoder {
-    /// Parses the message key, skipping a key schema seen before without parsing it.
+    /// Parses the message key, skipping a key schema seen before without parsing it. Key
+    /// values are normalised by their schema exactly as row images are (a date key is the
+    /// same text as the date column, a decimal key the same digits), so a delete that only
+    /// has its key matches the row it deletes.
     fn key(
         &mut self,
         key: Option<&[u8]>,
@@ -165,25 +170,66 @@ impl JsonDecoder {
             return Ok(Vec::new());
         };
         if let Some(rest) = bytes.strip_prefix(SCHEMA_PREFIX) {
-            for raw in &self.key_schemas {
+            for (raw, schema) in &self.key_schemas {
                 if let Some(payload) = rest
                     .strip_prefix(&**raw)
                     .and_then(|a| a.strip_prefix(PAYLOAD_INFIX))
                 {
-                    return parse_key_payload(trim_closing_brace(payload)?, &mut self.key_names);
+                    let fields =
+                        parse_key_payload(trim_closing_brace(payload)?, &mut self.key_names)?;
+                    return normalise_key(fields, schema.as_ref());
                 }
             }
             let wrapped: Wrapped =
                 serde_json::from_slice(bytes).map_err(|e| DecodeError::BadKey(e.to_string()))?;
             if let Some(schema) = wrapped.schema {
+                let image = serde_json::from_str::<ConnectSchema>(schema.get())
+                    .ok()
+                    .filter(|node| node.ty == "struct")
+                    .map(|node| ImageSchema::from_connect(&node))
+                    .transpose()
+                    .map_err(|e| DecodeError::BadKey(e.to_string()))?;
                 if self.key_schemas.len() >= MAX_CACHED_SCHEMAS {
                     self.key_schemas.remove(0);
                 }
-                self.key_schemas.push(schema.get().as_bytes().into());
+                self.key_schemas
+                    .push((schema.get().as_bytes().into(), image.clone()));
+                let fields = parse_key(Some(bytes), &mut self.key_names)?;
+                return normalise_key(fields, image.as_ref());
             }
         }
         parse_key(Some(bytes), &mut self.key_names)
     }
+}
+
+/// Normalises key values by their key schema's column types (see [`JsonDecoder::key`]).
+fn normalise_key(
+    mut fields: Vec<(std::sync::Arc<str>, serde_json::Value)>,
+    schema: Option<&ImageSchema>,
+) -> Result<Vec<(std::sync::Arc<str>, serde_json::Value)>, DecodeError> {
+    let Some(schema) = schema else {
+        return Ok(fields);
+    };
+    for (name, value) in fields.iter_mut() {
+        let Some(i) = schema.columns.iter().position(|c| c.name == *name) else {
+            continue;
+        };
+        if schema.formats[i] == WireFormat::Plain && schema.columns[i].ty != ColumnType::Json {
+            continue;
+        }
+        let v = std::mem::take(value);
+        *value = match normalise(&schema.columns[i], schema.formats[i], v)
+            .map_err(|e| DecodeError::BadKey(e.to_string()))?
+        {
+            Cell::Value(v) => v,
+            Cell::Unchanged => {
+                return Err(DecodeError::BadKey(format!(
+                    "key column `{name}` holds the unchanged-value placeholder"
+                )))
+            }
+        };
+    }
+    Ok(fields)
 }
 
 /// Whether a wrapped message's `payload` is an explicit `null` (serde reads it as absent).
@@ -351,6 +397,66 @@ mod tests {
         }
         let err = decode("[1]").unwrap_err();
         assert!(matches!(err, DecodeError::BadKey(_)), "{err}");
+    }
+
+    #[test]
+    fn keys_of_every_type_equal_their_row_image() {
+        // A composite key of a decimal, a date, a timestamp, a time and a text, as Debezium's
+        // JSON converter writes it: the key must read exactly as the same columns of the row
+        // image do, or a delete that carries only its key never matches its row.
+        let fields = r#"[{"type":"bytes","optional":false,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2","connect.decimal.precision":"10"},"field":"amount"},{"type":"int32","optional":false,"name":"io.debezium.time.Date","field":"day"},{"type":"int64","optional":false,"name":"io.debezium.time.MicroTimestamp","field":"at"},{"type":"int64","optional":false,"name":"io.debezium.time.MicroTime","field":"t"},{"type":"string","optional":false,"field":"name"}]"#;
+        let envelope = format!(
+            r#"{{"type":"struct","fields":[{{"type":"struct","fields":{fields},"optional":true,"field":"before"}},{{"type":"struct","fields":{fields},"optional":true,"field":"after"}},{{"type":"struct","fields":[],"field":"source"}},{{"type":"string","field":"op"}}]}}"#
+        );
+        let row = r#"{"amount":"BOI=","day":19000,"at":1700000000123456,"t":3723000001,"name":"a \"b\" ✓"}"#;
+        let key = format!(
+            r#"{{"schema":{{"type":"struct","fields":{fields},"optional":false}},"payload":{row}}}"#
+        );
+        let mut dec = JsonDecoder::new();
+        for (op, payload) in [
+            (
+                "c",
+                format!(
+                    r#"{{"before":null,"after":{row},"source":{{"table":"t","lsn":5}},"op":"c"}}"#
+                ),
+            ),
+            (
+                "d",
+                format!(
+                    r#"{{"before":{row},"after":null,"source":{{"table":"t","lsn":6}},"op":"d"}}"#
+                ),
+            ),
+        ] {
+            let value = format!(r#"{{"schema":{envelope},"payload":{payload}}}"#);
+            // Twice: the key schema unknown, then cached.
+            for _ in 0..2 {
+                let c = change(
+                    dec.decode(
+                        Some(key.as_bytes()),
+                        Some(value.as_bytes()),
+                        KafkaPosition::default(),
+                    )
+                    .unwrap(),
+                );
+                let image = if op == "c" {
+                    c.after.as_ref()
+                } else {
+                    c.before.as_ref()
+                }
+                .unwrap();
+                assert_eq!(c.key.len(), 5);
+                for (name, v) in &c.key {
+                    assert_eq!(
+                        image.get(name),
+                        Some(&Cell::Value(v.clone())),
+                        "{op} {name}"
+                    );
+                }
+                assert_eq!(c.key[0].1, Value::from("12.50"));
+                assert_eq!(c.key[1].1, Value::from("2022-01-08"));
+                assert_eq!(c.key[2].1, Value::from("2023-11-14T22:13:20.123456"));
+            }
+        }
     }
 
     #[test]
