@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use floe::batch::{BatchLimits, Batcher};
 use floe::change::KafkaPosition;
-use floe::config::DeleteMode;
+use floe::config::{DeleteMode, MetaColumns};
 use floe::decode::{Decoded, JsonDecoder};
 use floe::sink::snowflake::merge::{MergePlan, MAX_PAYLOAD_BYTES};
-use floe::sink::snowflake::schema::{ident, target_columns};
+use floe::sink::snowflake::schema::{ident, meta_columns, target_columns};
 
 mod common;
 
@@ -32,6 +32,7 @@ fn main() {
     let mut batcher = Batcher::new(BatchLimits {
         max_records: BATCH,
         max_wait: Duration::from_secs(3600),
+        max_bytes: usize::MAX,
     });
     let mut plan: Option<MergePlan> = None;
     let mut payload_bytes = 0usize;
@@ -50,7 +51,7 @@ fn main() {
             .expect("fixture decodes")
         {
             Decoded::Change(c) => {
-                batcher.push(*c);
+                batcher.push(*c, v.len());
             }
             Decoded::Tombstone => continue,
         }
@@ -67,9 +68,13 @@ fn main() {
                         .collect();
                     MergePlan {
                         target: ident("T"),
+                        target_name: "T".into(),
                         stage: ident("S"),
+                        state: ident("FLOE_STATE"),
+                        meta: meta_columns(&MetaColumns::default()),
                         source_names: cols.iter().map(|c| c.name.clone()).collect(),
                         image_columns: cols.clone(),
+                        as_json: vec![false; cols.len()],
                         columns: target_columns(&cols),
                         key,
                         delete_mode: DeleteMode::Soft,

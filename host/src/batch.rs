@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::change::{Cell, Change, Column, KafkaPosition, Op, Row, SourcePosition, TableId};
 
+/// A change's place in the source log, `(commit, LSN)` (see [`SourcePosition::log_key`]).
+pub type LogKey = (u64, u64);
+
 /// What the load must do for one row of one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowAction {
@@ -49,23 +52,23 @@ pub struct TableBatch {
     /// from a `before` image if the batch has no `after` (without an embedded schema a delete's
     /// `before` may hold the key columns only).
     pub columns: Option<Arc<[Column]>>,
-    /// Source position and columns of the newest `after` image, and every column list seen.
-    newest: Option<(u64, Arc<[Column]>)>,
-    /// Every column list seen, with the newest source position it was seen at.
-    seen: Vec<(u64, Arc<[Column]>)>,
+    /// Log position and columns of the newest `after` image.
+    newest: Option<(LogKey, Arc<[Column]>)>,
+    /// Every column list seen, with the newest log position it was seen at.
+    seen: Vec<(LogKey, Arc<[Column]>)>,
     index: HashMap<String, usize>,
 }
 
 impl TableBatch {
-    /// Source position of the newest image that has a column named `name` (its type in
-    /// [`TableBatch::columns`] is that image's); 0 if none has it.
-    pub fn column_lsn(&self, name: &str) -> u64 {
+    /// Log position of the newest image that has a column named `name` (its type in
+    /// [`TableBatch::columns`] is that image's); the lowest position if none has it.
+    pub fn column_at(&self, name: &str) -> LogKey {
         self.seen
             .iter()
             .filter(|(_, cols)| cols.iter().any(|c| &*c.name == name))
             .map(|(at, _)| *at)
             .max()
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     /// Whether the newest `after` image has a column named `name` (columns only older images
@@ -76,10 +79,10 @@ impl TableBatch {
             .is_none_or(|(_, cols)| cols.iter().any(|c| &*c.name == name))
     }
 
-    /// Notes the columns of an `after` image written at source position `lsn`. Images of one
+    /// Notes the columns of an `after` image written at log position `lsn`. Images of one
     /// schema share their column list, so this is a pointer comparison unless the source
     /// schema changed within the batch (partitions interleave old and new images).
-    fn note_columns(&mut self, cols: &Arc<[Column]>, lsn: u64) {
+    fn note_columns(&mut self, cols: &Arc<[Column]>, lsn: LogKey) {
         let seen = self.seen.iter().position(|(_, s)| Arc::ptr_eq(s, cols));
         let newer = self.newest.as_ref().is_none_or(|(at, _)| lsn >= *at);
         match seen {
@@ -105,7 +108,7 @@ impl TableBatch {
             return;
         };
         // Newest first; a column only older images have takes its type from the newest of them.
-        let mut older: Vec<&(u64, Arc<[Column]>)> = self.seen.iter().collect();
+        let mut older: Vec<&(LogKey, Arc<[Column]>)> = self.seen.iter().collect();
         older.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut union: Vec<Column> = newest.to_vec();
         for c in older.iter().flat_map(|(_, s)| s.iter()) {
@@ -122,7 +125,7 @@ impl TableBatch {
 
     fn add(&mut self, change: Change, index: usize) {
         if let Some(after) = &change.after {
-            self.note_columns(&after.columns, change.position.lsn);
+            self.note_columns(&after.columns, change.position.log_key());
         } else if let (None, Some(before)) = (&self.columns, &change.before) {
             self.columns = Some(before.columns.clone());
         }
@@ -173,8 +176,9 @@ fn first_fold(change: Change) -> FoldedRow {
 }
 
 fn fold_into(row: &mut FoldedRow, change: Change) {
-    if change.position < row.position {
-        // An older change of the same row (a replay); the newer state already holds.
+    if !change.position.at_or_after(&row.position) {
+        // An older change of the same row (a replay, or a snapshot read after a streamed
+        // change); the newer state already holds.
         return;
     }
     match change.op {
@@ -246,11 +250,13 @@ impl Batch {
     }
 }
 
-/// Size and time limits of a batch (the guide's defaults: 100 records, 5 s).
+/// Size and time limits of a batch (the guide's defaults: 100 records, 5 s), and a bound on
+/// the bytes of the messages it holds.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     pub max_records: usize,
     pub max_wait: Duration,
+    pub max_bytes: usize,
 }
 
 /// Accumulates changes into the current batch. Changes wait unfolded (so the plugin chain
@@ -262,6 +268,8 @@ pub struct Batcher {
     pending: Vec<Change>,
     current: Batch,
     opened: Option<Instant>,
+    /// Message bytes pushed since the last take.
+    bytes: usize,
 }
 
 impl Batcher {
@@ -271,13 +279,16 @@ impl Batcher {
             pending: Vec::new(),
             current: Batch::default(),
             opened: None,
+            bytes: 0,
         }
     }
 
-    /// Adds a change (not a truncate: those are applied between batches). Returns its index
-    /// in the batch, the number [`FoldedRow::sources`] refers to it by.
-    pub fn push(&mut self, change: Change) -> usize {
+    /// Adds a change (not a truncate: those are applied between batches) that came in a
+    /// message of `bytes` bytes. Returns its index in the batch, the number
+    /// [`FoldedRow::sources`] refers to it by.
+    pub fn push(&mut self, change: Change, bytes: usize) -> usize {
         self.opened.get_or_insert_with(Instant::now);
+        self.bytes += bytes;
         self.pending.push(change);
         self.current.changes + self.pending.len() - 1
     }
@@ -316,6 +327,7 @@ impl Batcher {
 
     pub fn is_full(&self) -> bool {
         self.current.changes + self.pending.len() >= self.limits.max_records
+            || self.bytes >= self.limits.max_bytes
     }
 
     /// When the current batch must be flushed by time, if it holds anything.
@@ -335,6 +347,7 @@ impl Batcher {
             self.seal(|_| true);
         }
         self.opened = None;
+        self.bytes = 0;
         std::mem::take(&mut self.current)
     }
 }
@@ -371,7 +384,7 @@ mod tests {
             key: vec![("id".into(), Value::from(id))],
             before: None,
             after: (op != Op::Delete).then_some(row),
-            position: SourcePosition { lsn },
+            position: SourcePosition::streamed(lsn, None),
             source_ts_ms: lsn as i64,
             kafka: KafkaPosition {
                 partition: 0,
@@ -388,9 +401,10 @@ mod tests {
         let mut b = Batcher::new(BatchLimits {
             max_records: 3,
             max_wait: Duration::from_secs(5),
+            max_bytes: usize::MAX,
         });
         for c in changes {
-            b.push(c);
+            b.push(c, 0);
         }
         b.seal(|_| true);
         b.take()
@@ -432,10 +446,11 @@ mod tests {
         let mut b = Batcher::new(BatchLimits {
             max_records: 10,
             max_wait: Duration::from_secs(5),
+            max_bytes: usize::MAX,
         });
-        b.push(keyed(1, [("line_no", 4), ("order_id", 1)]));
-        b.push(keyed(2, [("order_id", 4), ("line_no", 1)]));
-        b.push(keyed(3, [("order_id", 1), ("line_no", 4)]));
+        b.push(keyed(1, [("line_no", 4), ("order_id", 1)]), 0);
+        b.push(keyed(2, [("order_id", 4), ("line_no", 1)]), 0);
+        b.push(keyed(3, [("order_id", 1), ("line_no", 4)]), 0);
         b.seal(|_| true);
         let rows = &b.take().tables.into_values().next().unwrap().rows;
         let sources: Vec<&Vec<usize>> = rows.iter().map(|r| &r.sources).collect();
@@ -529,10 +544,10 @@ mod tests {
         ]
         .into();
         // Partitions interleave: the newest schema arrives first, older images after it.
-        tb.note_columns(&new, 20);
-        tb.note_columns(&older, 5);
-        tb.note_columns(&old, 10);
-        tb.note_columns(&new, 30);
+        tb.note_columns(&new, (20, 20));
+        tb.note_columns(&older, (5, 5));
+        tb.note_columns(&old, (10, 10));
+        tb.note_columns(&new, (30, 30));
         let cols = tb.columns.clone().unwrap();
         let names: Vec<&str> = cols.iter().map(|c| &*c.name).collect();
         assert_eq!(names, ["id", "amt", "gone"]);
@@ -552,11 +567,12 @@ mod tests {
         let mut b = Batcher::new(BatchLimits {
             max_records: 2,
             max_wait: Duration::from_millis(50),
+            max_bytes: usize::MAX,
         });
         assert!(b.deadline().is_none() && b.is_empty());
-        b.push(change(Op::Create, 1, 1, "a", text("")));
+        b.push(change(Op::Create, 1, 1, "a", text("")), 0);
         assert!(b.deadline().is_some() && !b.is_full());
-        b.push(change(Op::Update, 1, 2, "b", text("")));
+        b.push(change(Op::Update, 1, 2, "b", text("")), 0);
         assert!(b.is_full());
         b.seal(|_| true);
         let batch = b.take();
@@ -569,9 +585,10 @@ mod tests {
         let mut b = Batcher::new(BatchLimits {
             max_records: 10,
             max_wait: Duration::from_secs(5),
+            max_bytes: usize::MAX,
         });
-        b.push(change(Op::Create, 1, 1, "a", text("")));
-        b.push(change(Op::Create, 2, 2, "a", text("")));
+        b.push(change(Op::Create, 1, 1, "a", text("")), 0);
+        b.push(change(Op::Create, 2, 2, "a", text("")), 0);
         let batch = b.take();
         assert_eq!((batch.changes, batch.rows()), (2, 2));
         assert!(b.is_empty() && !b.is_full());
@@ -582,10 +599,11 @@ mod tests {
         let mut b = Batcher::new(BatchLimits {
             max_records: 10,
             max_wait: Duration::from_secs(5),
+            max_bytes: usize::MAX,
         });
         for id in 1..=3 {
             assert_eq!(
-                b.push(change(Op::Create, id, id as u64, "a", text(""))),
+                b.push(change(Op::Create, id, id as u64, "a", text("")), 0),
                 id as usize - 1
             );
         }
@@ -600,5 +618,52 @@ mod tests {
             [vec![0], vec![2]]
         );
         assert_eq!(rows[1].image.as_ref().unwrap().cells[1], text("edited"));
+    }
+
+    #[test]
+    fn a_snapshot_read_never_replaces_a_streamed_change_in_a_batch() {
+        // The streamed update has a lower LSN than the snapshot read but committed after it.
+        let mut update = change(Op::Update, 1, 900, "paid", text("d"));
+        update.position = SourcePosition::streamed(900, Some(1010));
+        let mut read = change(Op::Read, 1, 1000, "new", text("d"));
+        read.position = SourcePosition::snapshot(1000);
+        for order in [vec![update.clone(), read.clone()], vec![read, update]] {
+            let b = batch_of(order);
+            let rows = &b.tables.values().next().unwrap().rows;
+            assert_eq!(
+                rows[0].image.as_ref().unwrap().get("status"),
+                Some(&text("paid"))
+            );
+            assert!(!rows[0].position.snapshot);
+        }
+    }
+
+    #[test]
+    fn changes_without_a_position_apply_in_the_order_read() {
+        let mut a = change(Op::Create, 1, 0, "first", text("d"));
+        a.position = SourcePosition::unknown();
+        let mut b = change(Op::Update, 1, 0, "second", text("d"));
+        b.position = SourcePosition::unknown();
+        let batch = batch_of(vec![a, b]);
+        let rows = &batch.tables.values().next().unwrap().rows;
+        assert_eq!(
+            rows[0].image.as_ref().unwrap().get("status"),
+            Some(&text("second"))
+        );
+    }
+
+    #[test]
+    fn a_batch_is_full_by_bytes_too() {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 100,
+            max_wait: Duration::from_secs(5),
+            max_bytes: 1000,
+        });
+        b.push(change(Op::Create, 1, 1, "a", text("")), 600);
+        assert!(!b.is_full());
+        b.push(change(Op::Create, 2, 2, "a", text("")), 600);
+        assert!(b.is_full());
+        b.take();
+        assert!(!b.is_full(), "a new batch starts empty");
     }
 }

@@ -115,8 +115,8 @@ impl Default for RegistryConfig {
     }
 }
 
-fn default_table_name() -> String {
-    "{table}".into()
+fn default_state_table() -> String {
+    "FLOE_STATE".into()
 }
 
 fn default_registry_timeout_ms() -> u64 {
@@ -152,7 +152,8 @@ pub struct KafkaConfig {
     pub topic_formats: BTreeMap<String, WireFormatChoice>,
 }
 
-/// Batch limits: a batch is loaded when it holds `max_records` changes or is `max_wait_ms` old.
+/// Batch limits: a batch is loaded when it holds `max_records` changes, `max_bytes` of
+/// messages, or is `max_wait_ms` old.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
@@ -160,6 +161,10 @@ pub struct BatchConfig {
     pub max_records: usize,
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// Kafka message bytes (key and value) per batch: rows of megabytes must not make a batch
+    /// of `max_records` take gigabytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
 }
 
 impl Default for BatchConfig {
@@ -167,6 +172,7 @@ impl Default for BatchConfig {
         BatchConfig {
             max_records: default_max_records(),
             max_wait_ms: default_max_wait_ms(),
+            max_bytes: default_max_bytes(),
         }
     }
 }
@@ -180,6 +186,74 @@ pub enum DeleteMode {
     Soft,
     /// Remove the row.
     Hard,
+}
+
+/// What happens to the records of a table that cannot be loaded (its DDL is refused, a
+/// privilege is missing, its name collides with another source's, a column type changed in a
+/// way Snowflake cannot follow, ...). Either way the other tables keep loading.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableErrorPolicy {
+    /// The table's records go to the dead-letter topic with the reason (replay them once the
+    /// table is fixed); the table is tried again with every batch.
+    #[default]
+    DeadLetter,
+    /// The table's records wait: its partitions are paused and nothing of them is committed
+    /// until the table loads again (tried with backoff).
+    Pause,
+}
+
+/// The names of the columns floe adds to every target table. Change one when a source table
+/// has a column of the same name (floe refuses to load a table whose columns collide).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaColumns {
+    /// TRUE once the source row was deleted (soft deletes).
+    pub is_deleted: String,
+    /// Debezium's operation of the last change (`c`, `u`, `d`, `r`, `t`).
+    pub operation: String,
+    /// Source commit time of the last change.
+    pub timestamp: String,
+    /// Source LSN of the last change.
+    pub lsn: String,
+    /// The last change's position in the source's commit order (text; see the README).
+    pub position: String,
+    /// Kafka partition and offset of the last change.
+    pub kafka_partition: String,
+    pub kafka_offset: String,
+    /// When floe loaded the row.
+    pub loaded_at: String,
+}
+
+impl Default for MetaColumns {
+    fn default() -> Self {
+        MetaColumns {
+            is_deleted: "IS_DELETED".into(),
+            operation: "CDC_OPERATION".into(),
+            timestamp: "CDC_TIMESTAMP".into(),
+            lsn: "CDC_LSN".into(),
+            position: "CDC_POSITION".into(),
+            kafka_partition: "CDC_KAFKA_PARTITION".into(),
+            kafka_offset: "CDC_KAFKA_OFFSET".into(),
+            loaded_at: "CDC_LOADED_AT".into(),
+        }
+    }
+}
+
+impl MetaColumns {
+    /// Every name with its config key, in the order floe writes them.
+    pub fn named(&self) -> [(&'static str, &str); 8] {
+        [
+            ("is_deleted", &self.is_deleted),
+            ("operation", &self.operation),
+            ("timestamp", &self.timestamp),
+            ("lsn", &self.lsn),
+            ("position", &self.position),
+            ("kafka_partition", &self.kafka_partition),
+            ("kafka_offset", &self.kafka_offset),
+            ("loaded_at", &self.loaded_at),
+        ]
+    }
 }
 
 /// What a `TRUNCATE` on the source does in the warehouse.
@@ -224,9 +298,10 @@ pub struct SnowflakeConfig {
     #[serde(default)]
     pub table: Option<String>,
     /// The naming rule for target tables: `{schema}` and `{table}` are the source's names; the
-    /// result is upper-cased. Default `{table}`.
-    #[serde(default = "default_table_name")]
-    pub table_name: String,
+    /// result is upper-cased. Unset: `{table}` for tables of the `public` schema and
+    /// `{schema}_{table}` for the others, so equal table names in two schemas stay apart.
+    #[serde(default)]
+    pub table_name: Option<String>,
     /// Per-topic target names, overriding the rule: `"cdc.shop.orders" = "ORDERS"`; a key may
     /// also be the source table as `schema.table`. Used as written (no upper-casing).
     #[serde(default)]
@@ -241,6 +316,16 @@ pub struct SnowflakeConfig {
     /// How long one statement may take before it counts as failed.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: u64,
+    /// Names of the columns floe adds to each target table.
+    #[serde(default)]
+    pub columns: MetaColumns,
+    /// floe's own table (beside the targets): which source owns each target name, and where a
+    /// source TRUNCATE cut each table, so that every floe process and every restart agree.
+    #[serde(default = "default_state_table")]
+    pub state_table: String,
+    /// What happens to a table's records while the table cannot be loaded.
+    #[serde(default)]
+    pub on_table_error: TableErrorPolicy,
 }
 
 /// The periodic stats line and the Prometheus endpoint.
@@ -359,6 +444,9 @@ fn default_max_records() -> usize {
 fn default_max_wait_ms() -> u64 {
     5_000
 }
+fn default_max_bytes() -> usize {
+    32 * 1024 * 1024
+}
 fn default_database() -> String {
     "CDC_WAREHOUSE".into()
 }
@@ -473,6 +561,25 @@ impl Config {
         }
         if self.batch.max_wait_ms == 0 {
             return bad("batch.max_wait_ms must be at least 1");
+        }
+        if self.batch.max_bytes == 0 {
+            return bad("batch.max_bytes must be at least 1");
+        }
+        let mut meta = std::collections::HashMap::new();
+        for (key, name) in self.snowflake.columns.named() {
+            if name.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "snowflake.columns.{key} must not be empty"
+                )));
+            }
+            if let Some(other) = meta.insert(name.to_uppercase(), key) {
+                return Err(ConfigError::Invalid(format!(
+                    "snowflake.columns.{other} and snowflake.columns.{key} name the same column"
+                )));
+            }
+        }
+        if self.snowflake.state_table.trim().is_empty() {
+            return bad("snowflake.state_table must not be empty");
         }
         if self.snowflake.password.is_none() && self.snowflake.private_key_path.is_none() {
             return bad("snowflake: set password (SNOWFLAKE_PASSWORD) or private_key_path");

@@ -1,8 +1,9 @@
 //! Pipeline counters, the periodic stats line (the guide's monitoring: messages consumed,
 //! records decoded, records loaded, errors, consumer lag) and the same counters for Prometheus.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -37,11 +38,32 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Failed attempts (loads, dead-letter sends, Kafka errors); each was retried.
     pub errors: AtomicU64,
+    /// Target tables that cannot be loaded now, and why.
+    pub blocked: Mutex<BTreeMap<String, String>>,
 }
 
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Marks a target table blocked (with the reason) or, with `None`, loading again.
+    pub fn set_blocked(&self, table: &str, reason: Option<&str>) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(r) => {
+                blocked.insert(table.to_string(), r.to_string());
+            }
+            None => {
+                blocked.remove(table);
+            }
+        }
+    }
+
+    /// The blocked target tables, by name.
+    pub fn blocked_tables(&self) -> Vec<String> {
+        let blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        blocked.keys().cloned().collect()
     }
 
     /// The stats line, e.g. `consumed=120 decoded=118 loaded=90 dlq=2 errors=0 lag=3`.
@@ -66,7 +88,10 @@ impl Stats {
             } else {
                 lag.to_string()
             },
-        )
+        ) + &match self.blocked_tables() {
+            b if b.is_empty() => String::new(),
+            b => format!(" blocked={}", b.join(",")),
+        }
     }
 }
 
@@ -152,6 +177,14 @@ impl Stats {
             out.push_str(&format!(
                 "# HELP floe_consumer_lag Messages behind the committed offsets.\n# TYPE floe_consumer_lag gauge\nfloe_consumer_lag {lag}\n"
             ));
+        }
+        let blocked = self.blocked_tables();
+        if !blocked.is_empty() {
+            out.push_str("# HELP floe_table_blocked A target table that cannot be loaded now (its records are dead-lettered or held).\n# TYPE floe_table_blocked gauge\n");
+            for t in blocked {
+                let label = t.replace('\\', "\\\\").replace('"', "\\\"");
+                out.push_str(&format!("floe_table_blocked{{table=\"{label}\"}} 1\n"));
+            }
         }
         if let Some(rss) = peak_rss_bytes() {
             out.push_str(&format!(

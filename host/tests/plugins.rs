@@ -93,7 +93,7 @@ fn change(op: Op, id: i64, user: Value, amount: Value, status: &str) -> Change {
         key: vec![("transaction_id".into(), json!(id))],
         before: (op == Op::Delete).then(|| row.clone()),
         after: (op != Op::Delete).then_some(row),
-        position: SourcePosition { lsn: id as u64 },
+        position: SourcePosition::streamed(id as u64, None),
         source_ts_ms: 0,
         kafka: KafkaPosition::default(),
     }

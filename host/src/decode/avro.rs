@@ -255,6 +255,7 @@ fn source(v: Avro) -> Result<Source<'static>, DecodeError> {
         ts_ms: None,
         schema: None,
         table: None,
+        sequence: None,
     };
     for (name, v) in fields {
         match (name.as_str(), unwrap_union(v)) {
@@ -262,6 +263,7 @@ fn source(v: Avro) -> Result<Source<'static>, DecodeError> {
             ("ts_ms", Avro::Long(n)) => s.ts_ms = Some(n),
             ("schema", Avro::String(t)) => s.schema = Some(Cow::Owned(t)),
             ("table", Avro::String(t)) => s.table = Some(Cow::Owned(t)),
+            ("sequence", Avro::String(t)) => s.sequence = Some(Cow::Owned(t)),
             _ => {}
         }
     }

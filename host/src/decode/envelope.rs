@@ -12,8 +12,10 @@ use serde_json::{Map, Value};
 
 use super::schema::{decimal_from_base64, normalise, ImageSchema, WireFormat, UNAVAILABLE_VALUE};
 use super::DecodeError;
+use crate::change::{
+    last_commit_from_sequence, Change, KafkaPosition, Op, Row, SourcePosition, TableId,
+};
 use crate::change::{Cell, Column, ColumnType};
-use crate::change::{Change, KafkaPosition, Op, Row, SourcePosition, TableId};
 
 /// The envelope's payload with row images still as JSON objects.
 #[derive(Debug, Deserialize)]
@@ -40,6 +42,9 @@ pub struct Source<'a> {
     pub schema: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "cow_str")]
     pub table: Option<Cow<'a, str>>,
+    /// `["<last commit LSN>","<LSN>"]` as text (see [`SourcePosition`]).
+    #[serde(default, borrow, deserialize_with = "cow_str")]
+    pub sequence: Option<Cow<'a, str>>,
 }
 
 /// Optional text borrowed from the message when it holds no escapes (serde's own
@@ -392,8 +397,16 @@ fn finish(
         key,
         before,
         after,
-        position: SourcePosition {
-            lsn: source.lsn.unwrap_or(0),
+        position: match source.lsn {
+            None => SourcePosition::unknown(),
+            Some(lsn) if op == Op::Read => SourcePosition::snapshot(lsn),
+            Some(lsn) => SourcePosition::streamed(
+                lsn,
+                source
+                    .sequence
+                    .as_deref()
+                    .and_then(last_commit_from_sequence),
+            ),
         },
         source_ts_ms: source.ts_ms.unwrap_or(0),
         kafka,

@@ -412,8 +412,9 @@ impl<'a> Reader<'a> {
             ts_ms: None,
             schema: None,
             table: None,
+            sequence: None,
         };
-        let mut seen = [false; 4];
+        let mut seen = [false; 5];
         let mut once = |field: usize| !std::mem::replace(&mut seen[field], true);
         self.object(1, |r, key| {
             match key {
@@ -431,8 +432,9 @@ impl<'a> Reader<'a> {
                 }
                 b"schema" if once(2) => s.schema = r.text_or_null()?,
                 b"table" if once(3) => s.table = r.text_or_null()?,
+                b"sequence" if once(4) => s.sequence = r.text_or_null()?,
                 // A repeated field is an error for serde: let it say so.
-                b"lsn" | b"ts_ms" | b"schema" | b"table" => return None,
+                b"lsn" | b"ts_ms" | b"schema" | b"table" | b"sequence" => return None,
                 _ => r.skip(2)?,
             }
             Some(())

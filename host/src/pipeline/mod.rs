@@ -1,8 +1,14 @@
 //! The run loop: consume → decode → plugin chain → batch → load → commit offsets, in one
-//! direction. Owns ordering and delivery guarantees: offsets are committed only after
-//! everything before them was loaded or dead-lettered (rejected records included), and every
-//! failure is retried with backoff, never skipped.
+//! direction. Owns delivery: every message read is open in the [`ledger::Ledger`] until it is
+//! loaded, dead-lettered or skipped on purpose, and only the ledger says what may be
+//! committed. Owns what a failure does, by its class ([`crate::sink::ErrorClass`]): an outage
+//! is retried with backoff, a refused row is isolated and dead-lettered, a table that cannot
+//! load is blocked alone (its records dead-lettered or held, `snowflake.on_table_error`) while
+//! the other tables load, a fatal error stops floe.
 
+pub mod ledger;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,26 +19,44 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
-use crate::batch::{BatchLimits, Batcher, FoldedRow};
+use self::ledger::{Ledger, Partition};
+use crate::batch::{BatchLimits, Batcher, FoldedRow, TableBatch};
 use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
-use crate::config::{Config, FaultPolicy, TruncateMode};
+use crate::config::{Config, FaultPolicy, TableErrorPolicy, TruncateMode};
 use crate::decode::{Decoded, Decoder, SchemaRegistry};
 use crate::dlq::DeadLetters;
 use crate::metrics::Stats;
 use crate::plugin::reload::{ChainReloader, Reload};
 use crate::plugin::{Outcome, PluginChain, PluginEngine};
 use crate::sink::snowflake::{Rejected, SnowflakeSink};
+use crate::sink::{ErrorClass, SinkError};
 use crate::source::kafka::KafkaSource;
 
 /// Longest wait between two attempts: short enough that a recovered warehouse is used again
 /// within seconds, long enough not to hammer one that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// Refusals of the same batch before floe looks for the rows Snowflake refuses.
+/// Longest wait before a held-back table is tried again (`on_table_error = "pause"`).
+const MAX_TABLE_BACKOFF: Duration = Duration::from_secs(60);
+/// Refusals of the same table's rows before floe looks for the rows Snowflake refuses.
 const REFUSALS_BEFORE_ISOLATING: u32 = 2;
 
 /// Whether the pipeline was asked to stop.
 pub type Shutdown = watch::Receiver<bool>;
+
+/// A table that cannot be loaded now.
+struct Blocked {
+    /// Its target's name and why, for logs and the stats line.
+    target: String,
+    reason: String,
+    /// `on_table_error = "pause"`: its messages, waiting in read order (their offsets stay
+    /// open in the ledger), and the partitions paused for it.
+    held: Vec<OwnedMessage>,
+    paused: Vec<Partition>,
+    /// When the held messages are tried again, and the wait after that.
+    retry_at: Instant,
+    backoff: Duration,
+}
 
 /// The assembled pipeline.
 pub struct Pipeline {
@@ -46,6 +70,8 @@ pub struct Pipeline {
     batcher: Batcher,
     /// The Kafka messages of the current batch, by the index the batcher gave each change.
     in_flight: Vec<OwnedMessage>,
+    ledger: Ledger,
+    blocked: HashMap<TableId, Blocked>,
     stats: Arc<Stats>,
 }
 
@@ -55,8 +81,8 @@ enum Isolation {
     Done(usize),
     /// Shutdown was requested meanwhile.
     Abandoned,
-    /// The refusal is not about any row (the table or session is at fault): retry the batch.
-    NotRowSpecific(crate::sink::SinkError),
+    /// The refusal is not about any row (the table or session is at fault).
+    NotRowSpecific(SinkError),
 }
 
 /// The outcome of one retried step.
@@ -91,6 +117,7 @@ impl Pipeline {
         let batcher = Batcher::new(BatchLimits {
             max_records: cfg.batch.max_records,
             max_wait: cfg.batch_max_wait(),
+            max_bytes: cfg.batch.max_bytes,
         });
         Ok(Pipeline {
             cfg,
@@ -102,6 +129,8 @@ impl Pipeline {
             reloader,
             batcher,
             in_flight: Vec::new(),
+            ledger: Ledger::default(),
+            blocked: HashMap::new(),
             stats: Arc::new(Stats::default()),
         })
     }
@@ -144,12 +173,21 @@ impl Pipeline {
             }
             let deadline = self.batcher.deadline();
             let idle_at = exit_when_idle.map(|d| last_message + d);
+            let retry_held = self
+                .blocked
+                .values()
+                .filter(|b| !b.held.is_empty())
+                .map(|b| b.retry_at)
+                .min();
             let step = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() => {
+                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() && !self.ledger.has_open() => {
                     info!("idle: everything read so far is loaded; exiting as asked");
                     break;
+                }
+                _ = sleep_until(retry_held.unwrap_or_else(Instant::now)), if retry_held.is_some() => {
+                    self.retry_held(&shutdown).await
                 }
                 _ = sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.flush(&shutdown).await
@@ -189,32 +227,23 @@ impl Pipeline {
         }
         hangup.abort();
         // Stopping: one last attempt at the batch in flight, bounded in time. Offsets are only
-        // committed if it loads; otherwise it is read again after the restart. A batch the
+        // committed for what it loaded; the rest is read again after the restart. A batch the
         // plugin chain has not seen yet is left for the next run.
         if self.batcher.has_pending() {
             warn!(
                 "left the batch in flight unprocessed; its offsets are not committed and it will be read again"
             );
         } else if !self.batcher.is_empty() {
-            let batch = self.batcher.current();
-            match tokio::time::timeout(Duration::from_secs(10), self.sink.load(batch)).await {
-                Ok(Ok(report)) => {
-                    self.batcher.take();
-                    self.in_flight.clear();
-                    Stats::add(&self.stats.loaded, report.rows as u64);
-                    Stats::add(&self.stats.batches, 1);
-                    self.source.commit();
-                    info!(rows = report.rows, "loaded the last batch");
-                }
+            let changes = self.batcher.current().changes;
+            match tokio::time::timeout(Duration::from_secs(10), self.flush(&shutdown)).await {
+                Ok(Step::Done) => info!(changes, "loaded the last batch"),
                 _ => warn!(
-                    changes = batch.changes,
+                    changes,
                     "abandoned the batch in flight; its offsets are not committed and it will be read again"
                 ),
             }
-        } else if self.source.has_pending() {
-            // Only dead-lettered messages and tombstones are pending: they are fully handled.
-            self.source.commit();
         }
+        self.commit();
         let peak_mb = crate::metrics::peak_rss_bytes().map_or(0, |b| b / (1024 * 1024));
         info!(stats = %self.stats.line(&self.source.lag_handle()), peak_rss_mb = peak_mb, "floe stopped");
         reporter.abort();
@@ -256,6 +285,12 @@ impl Pipeline {
     /// Handles one message: decode and batch it, or dead-letter it.
     async fn handle(&mut self, msg: OwnedMessage, shutdown: &Shutdown) -> Step {
         Stats::add(&self.stats.consumed, 1);
+        self.ledger.read(msg.topic(), msg.partition(), msg.offset());
+        self.handle_read(msg, shutdown).await
+    }
+
+    /// Handles a message already in the ledger (read now, or held back and tried again).
+    async fn handle_read(&mut self, msg: OwnedMessage, shutdown: &Shutdown) -> Step {
         let pos = KafkaPosition {
             partition: msg.partition(),
             offset: msg.offset(),
@@ -264,13 +299,17 @@ impl Pipeline {
             Step::Done => {}
             other => return other,
         }
-        match self
+        let decoded = self
             .decoder
-            .decode(msg.topic(), msg.key(), msg.payload(), pos)
-        {
+            .decode(msg.topic(), msg.key(), msg.payload(), pos);
+        match decoded {
             Ok(Decoded::Tombstone) => {
                 Stats::add(&self.stats.tombstones, 1);
-                self.source.mark(msg.topic(), msg.partition(), msg.offset());
+                self.done(&msg);
+                Step::Done
+            }
+            Ok(Decoded::Change(change)) if self.is_held(&change.table) => {
+                self.hold(&change.table, vec![msg]);
                 Step::Done
             }
             Ok(Decoded::Change(change)) if change.op == Op::Truncate => {
@@ -279,43 +318,15 @@ impl Pipeline {
                     Step::Done => {}
                     other => return other,
                 }
-                if self.cfg.snowflake.truncate == TruncateMode::Apply {
-                    let (table, lsn) = (change.table.clone(), change.position.lsn);
-                    let mut backoff = Backoff::new();
-                    loop {
-                        match self.sink.truncate(&table, lsn).await {
-                            Ok(()) => {
-                                info!(table = %table.table, "applied a source TRUNCATE");
-                                break;
-                            }
-                            // Refused: typically no target table yet, so nothing to truncate.
-                            Err(e) if e.is_refusal() || e.is_permanent() => {
-                                Stats::add(&self.stats.errors, 1);
-                                warn!(error = %e, table = %table.table, "source TRUNCATE not applied");
-                                break;
-                            }
-                            Err(e) => {
-                                Stats::add(&self.stats.errors, 1);
-                                warn!(error = %e, retry_in = ?backoff.delay(), "TRUNCATE failed; retrying");
-                                if backoff.wait(shutdown).await {
-                                    return Step::Abandoned;
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    info!(table = %change.table.table, "source TRUNCATE ignored (snowflake.truncate = \"ignore\")");
-                }
-                self.source.mark(msg.topic(), msg.partition(), msg.offset());
-                self.source.commit();
-                Step::Done
+                self.truncate(&change.table, change.position, msg, shutdown)
+                    .await
             }
             Ok(Decoded::Change(change)) => {
                 Stats::add(&self.stats.decoded, 1);
                 self.sink.note_topic(&change.table, msg.topic());
-                let index = self.batcher.push(*change);
+                let bytes = msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len);
+                let index = self.batcher.push(*change, bytes);
                 debug_assert_eq!(index, self.in_flight.len());
-                self.source.mark(msg.topic(), msg.partition(), msg.offset());
                 self.in_flight.push(msg);
                 Step::Done
             }
@@ -325,23 +336,219 @@ impl Pipeline {
                     topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
                     reason = %reason, dlq = self.dlq.topic(), "undecodable message sent to the dead-letter topic"
                 );
-                let step = self
-                    .retry("dead-letter send", shutdown, || async {
-                        self.dlq.send(&msg, "decode", &reason).await
-                    })
-                    .await;
-                if let Step::Done = step {
-                    Stats::add(&self.stats.dead_lettered, 1);
-                    self.source.mark(msg.topic(), msg.partition(), msg.offset());
-                }
-                step
+                self.dead_letter(&msg, "decode", &reason, None, shutdown)
+                    .await
             }
         }
     }
 
-    /// Loads the current batch (retrying until it succeeds) and commits the offsets. When
-    /// Snowflake keeps refusing the batch, the rows it refuses are found and their source
-    /// messages dead-lettered, so one bad record cannot stop the stream.
+    /// Applies a source TRUNCATE (between batches), or not, as configured. Retried while
+    /// Snowflake is out; never skipped: if the table cannot take it, the message is
+    /// dead-lettered or held like the table's other records.
+    async fn truncate(
+        &mut self,
+        table: &TableId,
+        position: crate::change::SourcePosition,
+        msg: OwnedMessage,
+        shutdown: &Shutdown,
+    ) -> Step {
+        if self.cfg.snowflake.truncate == TruncateMode::Ignore {
+            info!(table = %table.table, "source TRUNCATE ignored (snowflake.truncate = \"ignore\")");
+            self.done(&msg);
+            self.commit();
+            return Step::Done;
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match self.sink.truncate(table, position).await {
+                Ok(()) => {
+                    info!(table = %table.table, "applied a source TRUNCATE");
+                    self.unblock(table);
+                    self.done(&msg);
+                    self.commit();
+                    return Step::Done;
+                }
+                Err(e) => match e.class() {
+                    ErrorClass::Fatal => return Step::Fatal(e.to_string()),
+                    ErrorClass::Table | ErrorClass::Refused => {
+                        return self.block(table, &e, vec![msg], shutdown).await;
+                    }
+                    ErrorClass::Transient => {
+                        Stats::add(&self.stats.errors, 1);
+                        warn!(error = %e, retry_in = ?backoff.delay(), "TRUNCATE failed; retrying");
+                        if backoff.wait(shutdown).await {
+                            return Step::Abandoned;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends one message to the dead-letter topic (retrying until the broker accepts it) and
+    /// marks it done.
+    async fn dead_letter(
+        &mut self,
+        msg: &OwnedMessage,
+        stage: &str,
+        reason: &str,
+        plugin: Option<&str>,
+        shutdown: &Shutdown,
+    ) -> Step {
+        let step = self
+            .retry("dead-letter send", shutdown, || async {
+                self.dlq.send_with(msg, stage, reason, plugin).await
+            })
+            .await;
+        if let Step::Done = step {
+            Stats::add(&self.stats.dead_lettered, 1);
+            self.done(msg);
+        }
+        step
+    }
+
+    /// The message is fully handled: its offset may be committed.
+    fn done(&mut self, msg: &OwnedMessage) {
+        self.ledger.done(msg.topic(), msg.partition(), msg.offset());
+    }
+
+    /// Commits what the ledger allows.
+    fn commit(&mut self) {
+        let offsets = self.ledger.committable();
+        if self.source.commit(&offsets) {
+            self.ledger.committed(&offsets);
+        }
+    }
+
+    /// Whether `table`'s records are held back (paused after a table failure).
+    fn is_held(&self, table: &TableId) -> bool {
+        self.cfg.snowflake.on_table_error == TableErrorPolicy::Pause
+            && self.blocked.contains_key(table)
+    }
+
+    /// Adds messages to a paused table's held ones, pausing their partitions.
+    fn hold(&mut self, table: &TableId, msgs: Vec<OwnedMessage>) {
+        let Some(b) = self.blocked.get_mut(table) else {
+            return;
+        };
+        let mut pause = Vec::new();
+        for m in &msgs {
+            let p: Partition = (Arc::from(m.topic()), m.partition());
+            if !b.paused.contains(&p) {
+                b.paused.push(p.clone());
+                pause.push(p);
+            }
+        }
+        b.held.extend(msgs);
+        if !pause.is_empty() {
+            self.source.pause(&pause, true);
+        }
+    }
+
+    /// `table` cannot be loaded: its messages `msgs` are dead-lettered with the reason, or held
+    /// back (`snowflake.on_table_error`). Other tables go on.
+    async fn block(
+        &mut self,
+        table: &TableId,
+        error: &SinkError,
+        msgs: Vec<OwnedMessage>,
+        shutdown: &Shutdown,
+    ) -> Step {
+        Stats::add(&self.stats.errors, 1);
+        let target = self.sink.table_name(table);
+        let reason = error.to_string();
+        let policy = self.cfg.snowflake.on_table_error;
+        let entry = self.blocked.entry(table.clone());
+        let fresh = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+        let b = entry.or_insert_with(|| Blocked {
+            target: target.clone(),
+            reason: reason.clone(),
+            held: Vec::new(),
+            paused: Vec::new(),
+            retry_at: Instant::now(),
+            backoff: Duration::from_secs(1),
+        });
+        b.reason = reason.clone();
+        self.stats.set_blocked(&target, Some(&reason));
+        match policy {
+            TableErrorPolicy::DeadLetter => {
+                if fresh {
+                    warn!(table = %target, source = %format!("{}.{}", table.schema, table.table), reason = %reason,
+                        "table cannot be loaded: its records go to the dead-letter topic (snowflake.on_table_error = \"dead-letter\"); other tables keep loading");
+                }
+                let reason = format!("table {target} cannot be loaded: {reason}");
+                for m in &msgs {
+                    match self.dead_letter(m, "load", &reason, None, shutdown).await {
+                        Step::Done => {}
+                        other => return other,
+                    }
+                }
+            }
+            TableErrorPolicy::Pause => {
+                b.retry_at = Instant::now() + b.backoff;
+                if fresh {
+                    warn!(table = %target, reason = %reason, retry_in = ?b.backoff,
+                        "table cannot be loaded: its records wait, nothing of them is committed (snowflake.on_table_error = \"pause\"); other tables keep loading");
+                }
+                self.hold(table, msgs);
+            }
+        }
+        Step::Done
+    }
+
+    /// `table` loaded: it is no longer blocked.
+    fn unblock(&mut self, table: &TableId) {
+        if let Some(b) = self.blocked.remove(table) {
+            info!(table = %b.target, "table loads again");
+            self.stats.set_blocked(&b.target, None);
+            if !b.paused.is_empty() {
+                self.source.pause(&b.paused, false);
+            }
+        }
+    }
+
+    /// Tries the held-back messages of the paused tables that are due again: they go through
+    /// decode, plugins and a load as if just read; a table that still fails holds them again,
+    /// waiting twice as long.
+    async fn retry_held(&mut self, shutdown: &Shutdown) -> Step {
+        let now = Instant::now();
+        let due: Vec<TableId> = self
+            .blocked
+            .iter()
+            .filter(|(_, b)| !b.held.is_empty() && b.retry_at <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in due {
+            let Some(b) = self.blocked.get_mut(&table) else {
+                continue;
+            };
+            let msgs = std::mem::take(&mut b.held);
+            b.backoff = (b.backoff * 2).min(MAX_TABLE_BACKOFF);
+            b.retry_at = Instant::now() + b.backoff;
+            info!(table = %b.target, messages = msgs.len(), "trying a held-back table again");
+            // Let them through handle_read: the table counts as not held while they are.
+            let saved = self.blocked.remove(&table);
+            for m in msgs {
+                match self.handle_read(m, shutdown).await {
+                    Step::Done => {}
+                    other => return other,
+                }
+            }
+            if let Some(b) = saved {
+                // Back in place until a load says otherwise (flush unblocks or blocks it).
+                self.blocked.insert(table.clone(), b);
+            }
+            match self.flush(shutdown).await {
+                Step::Done => {}
+                other => return other,
+            }
+        }
+        Step::Done
+    }
+
+    /// Loads the current batch, table by table, and commits what the ledger then allows. An
+    /// outage is retried (only the tables not loaded yet); rows Snowflake keeps refusing are
+    /// found and dead-lettered; a table that cannot load is blocked alone.
     async fn flush(&mut self, shutdown: &Shutdown) -> Step {
         if self.batcher.is_empty() {
             return Step::Done;
@@ -351,58 +558,96 @@ impl Pipeline {
                 Step::Done => {}
                 other => return other,
             }
-            if self.batcher.current().rows() == 0 {
-                // Everything was rejected, dropped or dead-lettered: nothing to load.
-                self.batcher.take();
-                self.in_flight.clear();
-                self.source.commit();
-                return Step::Done;
-            }
         }
+        // Out of the batcher: from here on, a message is committed only once the ledger says
+        // it is done, so dropping the batch on shutdown loses nothing.
+        let batch = self.batcher.take();
+        let mut tables: Vec<&TableId> = batch.tables.keys().collect();
+        tables.sort_by_key(|t| (&t.schema, &t.table));
+        let mut todo: Vec<&TableId> = tables;
+        let mut refusals: HashMap<&TableId, u32> = HashMap::new();
+        let mut handled: HashSet<usize> = HashSet::new();
+        let mut loaded = 0usize;
         let mut backoff = Backoff::new();
-        let mut refusals = 0;
-        loop {
-            // The batch stays in the batcher until it is loaded, so that stopping mid-retry
-            // never commits the offsets of records that did not reach the warehouse.
-            let batch = self.batcher.current();
-            let result = self.sink.load(batch).await;
-            let result = match result {
-                Err(e)
-                    if e.is_incompatible()
-                        || (e.is_refusal() && refusals + 1 >= REFUSALS_BEFORE_ISOLATING) =>
-                {
-                    warn!(error = %e, "Snowflake keeps refusing the batch; looking for the rows it refuses");
-                    match self.isolate(shutdown).await {
-                        Isolation::Done(rows) => Ok(rows),
-                        Isolation::Abandoned => return Step::Abandoned,
-                        Isolation::NotRowSpecific(e) => Err(e),
+        while !todo.is_empty() {
+            let mut again = Vec::new();
+            for table in todo {
+                let tb = &batch.tables[table];
+                let error = match self.sink.load_table(table, tb, &tb.rows).await {
+                    Ok(n) => {
+                        loaded += n;
+                        self.unblock(table);
+                        continue;
                     }
-                }
-                other => other.map(|r| r.rows),
-            };
-            match result {
-                Ok(rows) => {
-                    self.batcher.take();
-                    self.in_flight.clear();
-                    Stats::add(&self.stats.loaded, rows as u64);
-                    Stats::add(&self.stats.batches, 1);
-                    self.source.commit();
-                    return Step::Done;
-                }
-                Err(e) if e.is_permanent() => return Step::Fatal(e.to_string()),
-                Err(e) => {
-                    if e.is_refusal() {
-                        refusals += 1;
+                    Err(e) => e,
+                };
+                let error = match error.class() {
+                    ErrorClass::Refused => {
+                        let n = refusals.entry(table).or_insert(0);
+                        *n += 1;
+                        if *n < REFUSALS_BEFORE_ISOLATING {
+                            error
+                        } else {
+                            warn!(error = %error, "Snowflake keeps refusing the rows of a table; looking for the rows it refuses");
+                            match self.isolate(table, tb, &mut handled, shutdown).await {
+                                Isolation::Done(n) => {
+                                    loaded += n;
+                                    self.unblock(table);
+                                    continue;
+                                }
+                                Isolation::Abandoned => return Step::Abandoned,
+                                Isolation::NotRowSpecific(e) => e,
+                            }
+                        }
                     }
-                    Stats::add(&self.stats.errors, 1);
-                    warn!(error = %e, retry_in = ?backoff.delay(), changes = self.batcher.current().changes,
-                        "load failed; nothing committed, retrying");
-                    if backoff.wait(shutdown).await {
-                        return Step::Abandoned;
+                    _ => error,
+                };
+                match error.class() {
+                    ErrorClass::Fatal => return Step::Fatal(error.to_string()),
+                    ErrorClass::Table => {
+                        let msgs = self.messages_of(&tb.rows, &mut handled);
+                        match self.block(table, &error, msgs, shutdown).await {
+                            Step::Done => {}
+                            other => return other,
+                        }
+                    }
+                    ErrorClass::Transient | ErrorClass::Refused => {
+                        Stats::add(&self.stats.errors, 1);
+                        warn!(error = %error, retry_in = ?backoff.delay(), changes = tb.rows.len(),
+                            "load failed; nothing committed, retrying");
+                        again.push(table);
                     }
                 }
             }
+            if !again.is_empty() && backoff.wait(shutdown).await {
+                return Step::Abandoned;
+            }
+            todo = again;
         }
+        for (i, msg) in std::mem::take(&mut self.in_flight).iter().enumerate() {
+            if !handled.contains(&i) {
+                self.done(msg);
+            }
+        }
+        Stats::add(&self.stats.loaded, loaded as u64);
+        Stats::add(&self.stats.batches, 1);
+        self.commit();
+        Step::Done
+    }
+
+    /// The source messages of `rows` (cloned out of the batch), each once; they are recorded
+    /// in `handled` because whoever takes them dead-letters or holds them.
+    fn messages_of(&self, rows: &[FoldedRow], handled: &mut HashSet<usize>) -> Vec<OwnedMessage> {
+        let mut indexes: Vec<usize> = rows
+            .iter()
+            .flat_map(|r| r.sources.iter().copied())
+            .filter(|i| handled.insert(*i))
+            .collect();
+        indexes.sort_unstable();
+        indexes
+            .into_iter()
+            .filter_map(|i| self.in_flight.get(i).cloned())
+            .collect()
     }
 
     /// Passes the pending changes through the plugin chain (swapping in a reloaded chain first,
@@ -582,7 +827,14 @@ impl Pipeline {
         loop {
             match self.sink.record_rejects(&rows).await {
                 Ok(()) => return Step::Done,
-                Err(e) if e.is_permanent() => return Step::Fatal(e.to_string()),
+                Err(e) if e.class() == ErrorClass::Fatal => return Step::Fatal(e.to_string()),
+                // The rejects table cannot take them (a name collision, refused DDL): they are
+                // in the dead-letter topic already, with their reasons.
+                Err(e) if e.class() != ErrorClass::Transient => {
+                    Stats::add(&self.stats.errors, 1);
+                    warn!(error = %e, dlq = self.dlq.topic(), "rejected changes not recorded in a rejects table; they are in the dead-letter topic");
+                    return Step::Done;
+                }
                 Err(e) => {
                     Stats::add(&self.stats.errors, 1);
                     warn!(error = %e, retry_in = ?backoff.delay(), "recording rejects failed; retrying");
@@ -594,58 +846,55 @@ impl Pipeline {
         }
     }
 
-    /// Loads the current batch piece by piece, halving the pieces Snowflake refuses, until the
+    /// Loads one table's rows piece by piece, halving the pieces Snowflake refuses, until the
     /// refused rows stand alone; their source messages go to the dead-letter topic with
     /// Snowflake's reason. A lone row is only blamed if the same load with no rows succeeds.
-    async fn isolate(&mut self, shutdown: &Shutdown) -> Isolation {
-        let batch = self.batcher.current();
-        let tables: Vec<(TableId, Vec<FoldedRow>)> = batch
-            .tables
-            .iter()
-            .map(|(t, tb)| (t.clone(), tb.rows.clone()))
-            .collect();
+    async fn isolate(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+        handled: &mut HashSet<usize>,
+        shutdown: &Shutdown,
+    ) -> Isolation {
         let mut loaded = 0;
         let mut refused: Vec<(FoldedRow, String)> = Vec::new();
-        for (table, rows) in tables {
-            let mut pending = vec![rows];
-            while let Some(piece) = pending.pop() {
-                let sub = self.batcher.current().subset(&table, &piece);
-                match self.sink.load(&sub).await {
-                    Ok(r) => loaded += r.rows,
-                    // The table cannot take these rows at all: every row of it is refused.
-                    Err(e) if e.is_incompatible() => {
-                        let reason = e.to_string();
-                        refused.extend(piece.into_iter().map(|r| (r, reason.clone())));
-                    }
-                    Err(e) if e.is_refusal() && piece.len() > 1 => {
-                        let (a, b) = piece.split_at(piece.len() / 2);
-                        pending.push(b.to_vec());
-                        pending.push(a.to_vec());
-                    }
-                    Err(e) if e.is_refusal() => match self.sink.probe(&sub).await {
-                        Ok(()) => refused.push((piece[0].clone(), e.to_string())),
-                        Err(_) => return Isolation::NotRowSpecific(e),
-                    },
-                    Err(e) => return Isolation::NotRowSpecific(e),
+        let mut pending = vec![tb.rows.clone()];
+        while let Some(piece) = pending.pop() {
+            if *shutdown.borrow() {
+                return Isolation::Abandoned;
+            }
+            let error = match self.sink.load_table(table, tb, &piece).await {
+                Ok(n) => {
+                    loaded += n;
+                    continue;
                 }
+                Err(e) => e,
+            };
+            if error.class() != ErrorClass::Refused {
+                return Isolation::NotRowSpecific(error);
+            }
+            if piece.len() > 1 {
+                let (a, b) = piece.split_at(piece.len() / 2);
+                pending.push(b.to_vec());
+                pending.push(a.to_vec());
+                continue;
+            }
+            match self.sink.probe(table, tb).await {
+                Ok(()) => refused.push((piece[0].clone(), error.to_string())),
+                Err(e) => return Isolation::NotRowSpecific(e),
             }
         }
         for (row, reason) in refused {
             warn!(partition = row.kafka.partition, offset = row.kafka.offset, reason = %reason,
                 dlq = self.dlq.topic(), "row refused by Snowflake; its source messages go to the dead-letter topic");
-            for index in &row.sources {
-                let Some(msg) = self.in_flight.get(*index) else {
-                    continue;
-                };
-                let step = self
-                    .retry("dead-letter send", shutdown, || async {
-                        self.dlq.send(msg, "load", &reason).await
-                    })
-                    .await;
-                if !matches!(step, Step::Done) {
+            for msg in self.messages_of(std::slice::from_ref(&row), handled) {
+                if !matches!(
+                    self.dead_letter(&msg, "load", &reason, None, shutdown)
+                        .await,
+                    Step::Done
+                ) {
                     return Isolation::Abandoned;
                 }
-                Stats::add(&self.stats.dead_lettered, 1);
             }
         }
         Isolation::Done(loaded)

@@ -547,7 +547,7 @@ mod tests {
                     Cell::Unchanged,
                 ],
             }),
-            position: SourcePosition { lsn: 42 },
+            position: SourcePosition::streamed(42, None),
             source_ts_ms: 1,
             kafka: KafkaPosition::default(),
         }

@@ -1,7 +1,6 @@
 //! The Kafka source: a consumer in a consumer group, with offsets committed only when floe says
 //! so (after a successful load), and consumer lag read from librdkafka's statistics.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -54,11 +53,9 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// The Kafka consumer and the offsets handled since the last commit.
+/// The Kafka consumer. Which offsets may be committed is the pipeline's ledger's to say.
 pub struct KafkaSource {
     consumer: StreamConsumer<LagContext>,
-    /// Next offset to commit per (topic, partition).
-    pending: HashMap<(String, i32), i64>,
     lag: Arc<AtomicI64>,
 }
 
@@ -86,11 +83,7 @@ impl KafkaSource {
             .map_err(SourceError::Setup)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(SourceError::Setup)?;
-        Ok(KafkaSource {
-            consumer,
-            pending: HashMap::new(),
-            lag,
-        })
+        Ok(KafkaSource { consumer, lag })
     }
 
     /// The next message.
@@ -98,41 +91,40 @@ impl KafkaSource {
         self.consumer.recv().await
     }
 
-    /// Records that the message at `offset` is fully handled (loaded, dead-lettered or skipped).
-    pub fn mark(&mut self, topic: &str, partition: i32, offset: i64) {
-        let next = self
-            .pending
-            .entry((topic.to_string(), partition))
-            .or_insert(offset + 1);
-        *next = (*next).max(offset + 1);
-    }
-
-    /// Whether anything was marked since the last commit.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Commits every marked offset synchronously. A failure is logged and kept for the next
-    /// commit: the data is already loaded, and a replay of it is harmless.
-    pub fn commit(&mut self) -> bool {
-        if self.pending.is_empty() {
+    /// Commits these next-offsets synchronously. A failure is logged and reported: the data is
+    /// already loaded, and a replay of it is harmless.
+    pub fn commit(&self, offsets: &[((Arc<str>, i32), i64)]) -> bool {
+        if offsets.is_empty() {
             return true;
         }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.pending {
+        for ((topic, partition), next) in offsets {
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                warn!(error = %e, topic, partition, "cannot build the offset commit");
+                warn!(error = %e, topic = &**topic, partition, "cannot build the offset commit");
             }
         }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                self.pending.clear();
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 warn!(error = %e, "offset commit failed; the loaded records may be read again (harmless)");
                 false
             }
+        }
+    }
+
+    /// Stops (`pause`) or restarts fetching these partitions.
+    pub fn pause(&self, partitions: &[(Arc<str>, i32)], pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            warn!(error = %e, pause, "cannot pause or resume partitions");
         }
     }
 

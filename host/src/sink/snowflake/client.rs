@@ -9,7 +9,7 @@ use snowflake_connector_rs::{
 };
 
 use crate::config::SnowflakeConfig;
-use crate::sink::SinkError;
+use crate::sink::{ErrorClass, SinkError};
 
 /// A Snowflake client with a lazily (re)created session.
 pub struct SnowflakeClient {
@@ -84,11 +84,7 @@ impl SnowflakeClient {
 
     async fn session(&mut self) -> Result<&Session, SinkError> {
         if self.session.is_none() {
-            let s = self
-                .client
-                .create_session()
-                .await
-                .map_err(|e| SinkError::Unavailable(format!("login failed: {e}")))?;
+            let s = self.client.create_session().await.map_err(login_error)?;
             self.generation += 1;
             self.session = Some(s);
         }
@@ -97,31 +93,31 @@ impl SnowflakeClient {
 
     /// Runs a statement without binds.
     pub async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
-        let result = self
-            .session()
-            .await?
-            .query(Statement::new(sql.to_string()))
-            .await;
-        self.settle(sql, result.map(|_| ()))
+        self.execute_binds(sql, Vec::new()).await
     }
 
     /// Runs a statement with one bound text value (`?`).
     pub async fn execute_bound(&mut self, sql: &str, value: String) -> Result<(), SinkError> {
-        let result = self
-            .session()
-            .await?
-            .query(Statement::new(sql.to_string()).bind(value))
-            .await;
+        self.execute_binds(sql, vec![value]).await
+    }
+
+    /// Runs a statement with bound text values, one per `?` in order.
+    pub async fn execute_binds(&mut self, sql: &str, binds: Vec<String>) -> Result<(), SinkError> {
+        let result = self.session().await?.query(statement(sql, binds)).await;
         self.settle(sql, result.map(|_| ()))
     }
 
-    /// Runs a query and returns every row as text cells.
-    pub async fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SinkError> {
+    /// Runs a query with bound text values and returns every row as text cells.
+    pub async fn query_text(
+        &mut self,
+        sql: &str,
+        binds: Vec<String>,
+    ) -> Result<Vec<Vec<Option<String>>>, SinkError> {
         let result = async {
             let table = self
                 .session()
                 .await?
-                .query(Statement::new(sql.to_string()))
+                .query(statement(sql, binds))
                 .await
                 .map_err(|e| map_error(sql, e))?
                 .collect_table()
@@ -141,6 +137,12 @@ impl SnowflakeClient {
         result
     }
 
+    /// Forgets the session, so the next statement logs in again (session-scoped objects are
+    /// recreated then; see [`Self::generation`]).
+    pub fn reset(&mut self) {
+        self.session = None;
+    }
+
     fn settle(
         &mut self,
         sql: &str,
@@ -148,7 +150,7 @@ impl SnowflakeClient {
     ) -> Result<(), SinkError> {
         result.map_err(|e| {
             let err = map_error(sql, e);
-            if matches!(err, SinkError::Unavailable(_)) {
+            if err.class() == ErrorClass::Transient {
                 // The session may be gone (server restart, expiry): open a new one next time.
                 self.session = None;
             }
@@ -170,14 +172,62 @@ fn cell_text(v: &CellValue) -> Option<String> {
     })
 }
 
+/// A statement with its binds (positional, text).
+fn statement(sql: &str, binds: Vec<String>) -> Statement<snowflake_connector_rs::PositionalBinds> {
+    binds
+        .into_iter()
+        .fold(Statement::new_positional(sql.to_string()), |s, b| s.bind(b))
+}
+
 fn map_error(sql: &str, e: snowflake_connector_rs::Error) -> SinkError {
     match e.kind() {
         ErrorKind::Server => SinkError::Statement {
             statement: shorten(sql),
+            code: e.snowflake_code().map(str::to_string),
             message: e.to_string(),
         },
+        ErrorKind::Auth => login_error(e),
         ErrorKind::Config | ErrorKind::BindEncode => SinkError::Config(e.to_string()),
         _ => SinkError::Unavailable(e.to_string()),
+    }
+}
+
+/// A failed login: refused credentials stop floe (retrying cannot help), anything else
+/// (network, a 5xx, an expired token) is an outage.
+fn login_error(e: snowflake_connector_rs::Error) -> SinkError {
+    let code = e.snowflake_code().map(str::to_string);
+    let refused = e.kind() == ErrorKind::Auth
+        || code
+            .as_deref()
+            .is_some_and(|c| classify_code(c) == ErrorClass::Fatal);
+    if refused {
+        SinkError::Auth {
+            code,
+            message: e.to_string(),
+        }
+    } else {
+        SinkError::Unavailable(format!("login failed: {e}"))
+    }
+}
+
+/// What a Snowflake error code means, for a statement Snowflake answered with an error. The
+/// one table of codes floe knows; [`SinkError::class`] reads it.
+pub fn classify_code(code: &str) -> ErrorClass {
+    match code {
+        // Internal error, execution cancelled or aborted, no running warehouse (suspended or
+        // resuming), a warehouse that cannot resume now, too many waiters on a lock, the
+        // statement's timeout, and every flavour of lost or expired session or token.
+        "000603" | "000604" | "000605" | "000606" | "000608" | "000625" | "000630" | "390103"
+        | "390104" | "390111" | "390112" | "390114" => ErrorClass::Transient,
+        // Wrong user or password, locked user, invalid JWT (key pair), role, database or
+        // warehouse not granted at login, expired OAuth token.
+        "390100" | "390101" | "390102" | "390144" | "390186" | "390189" | "390201" | "390318" => {
+            ErrorClass::Fatal
+        }
+        // Anything else is a refusal of the statement: a value Snowflake cannot store (data
+        // errors, 100xxx), or the statement itself (missing object or privilege, 002xxx and
+        // 003xxx). Whether that is about rows or about the table depends on the statement.
+        _ => ErrorClass::Refused,
     }
 }
 

@@ -2,8 +2,11 @@
 //! SQL that stages it, fills unchanged TOAST values from the target, and MERGEs it.
 //!
 //! Record values only ever travel as the bound payload, never inside SQL text. The MERGE only
-//! moves a row forward: it applies a change only if its source LSN is newer than the stored
-//! one, so a replayed batch changes nothing.
+//! moves a row forward: it applies a change only if the change supersedes the stored row
+//! (see [`crate::change::SourcePosition`], the one owner of that order; the MERGE compares
+//! the text form it stores in the position column), so a replayed batch changes nothing. It
+//! also skips every staged change older than the last source TRUNCATE recorded in floe's state
+//! table, whichever process or run applied it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,13 +14,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::schema::{ident, stage_expr, TargetColumn, CDC_COLUMNS};
+use super::schema::{ident, meta, stage_col, stage_expr, TargetColumn, STAGE_ONLY_TYPES};
 use crate::batch::{FoldedRow, RowAction};
 use crate::change::{Cell, Column};
 use crate::config::DeleteMode;
-
-/// What identifies a row of an append-only table: the Kafka position of its change.
-const APPEND_KEY: [&str; 2] = ["CDC_KAFKA_PARTITION", "CDC_KAFKA_OFFSET"];
 
 /// Largest bound payload per stage insert; Snowflake accepts 16 MB per bind value.
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
@@ -27,14 +27,23 @@ pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 pub struct MergePlan {
     /// Fully qualified, quoted target table.
     pub target: String,
+    /// The target's unqualified name, as floe's state table records it (bound, not spliced).
+    pub target_name: String,
     /// Quoted, unqualified temporary stage table.
     pub stage: String,
+    /// Fully qualified, quoted state table (where source TRUNCATEs are recorded).
+    pub state: String,
     /// Source column names, in the order of `columns`.
     pub source_names: Vec<Arc<str>>,
     /// The source columns the plan was made for; row images sharing them are read by position.
     pub image_columns: Arc<[Column]>,
     /// Data columns of the target, in payload order.
     pub columns: Vec<TargetColumn>,
+    /// Per data column: whether its values are sent as JSON documents (a VARIANT column whose
+    /// source values are typed, e.g. text; VARIANT columns are parsed from JSON text).
+    pub as_json: Vec<bool>,
+    /// floe's columns of the target, in payload order after the data columns.
+    pub meta: Vec<TargetColumn>,
     /// Indexes into `columns` of the key columns; empty for a source table without a primary
     /// key, which is loaded append-only (one row per change, replays recognised by their Kafka
     /// partition and offset).
@@ -58,21 +67,34 @@ pub struct StagedBatch {
 }
 
 impl MergePlan {
+    /// Stage column index of floe's column `m` (see [`meta`]).
+    fn meta_at(&self, m: usize) -> usize {
+        self.columns.len() + m
+    }
+
+    /// Stage column index of the row's action.
+    fn action_at(&self) -> usize {
+        self.columns.len() + self.meta.len()
+    }
+
+    /// The types of the stage's columns, in order (data, floe's, action, unchanged list).
+    pub fn stage_types(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .chain(&self.meta)
+            .map(|c| c.sql_type.clone())
+            .chain(STAGE_ONLY_TYPES.iter().map(|t| t.to_string()))
+            .collect()
+    }
+
     /// `INSERT INTO stage SELECT … FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?))`.
     pub fn stage_insert_sql(&self) -> String {
-        let mut exprs: Vec<String> = self
-            .columns
+        let exprs: Vec<String> = self
+            .stage_types()
             .iter()
             .enumerate()
-            .map(|(i, c)| stage_expr(i, &c.sql_type))
+            .map(|(i, t)| stage_expr(i, t))
             .collect();
-        let n = self.columns.len();
-        for (j, (_, ty)) in CDC_COLUMNS.iter().enumerate() {
-            exprs.push(stage_expr(n + j, ty));
-        }
-        let m = n + CDC_COLUMNS.len();
-        exprs.push(stage_expr(m, "VARCHAR"));
-        exprs.push(stage_expr(m + 1, "VARCHAR"));
         format!(
             "INSERT INTO {} SELECT {} FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?)) f",
             self.stage,
@@ -85,69 +107,94 @@ impl MergePlan {
         self.key.is_empty()
     }
 
-    fn key_join(&self, left: &str, right: &str) -> String {
-        let names: Vec<String> = if self.is_append_only() {
-            APPEND_KEY.iter().map(|n| ident(n)).collect()
+    /// `target.K = stage.F…` for the key columns (or the Kafka position of append-only rows).
+    fn key_join(&self, target: &str, stage: &str) -> String {
+        let pairs: Vec<(String, usize)> = if self.is_append_only() {
+            [meta::KAFKA_PARTITION, meta::KAFKA_OFFSET]
+                .into_iter()
+                .map(|m| (ident(&self.meta[m].name), self.meta_at(m)))
+                .collect()
         } else {
             self.key
                 .iter()
-                .map(|&k| ident(&self.columns[k].name))
+                .map(|&k| (ident(&self.columns[k].name), k))
                 .collect()
         };
-        names
+        pairs
             .iter()
-            .map(|c| format!("{left}.{c} = {right}.{c}"))
+            .map(|(c, i)| format!("{target}.{c} = {stage}.{}", stage_col(*i)))
             .collect::<Vec<_>>()
             .join(" AND ")
     }
 
     /// Copies the stored value of data column `i` into staged rows that marked it unchanged.
     pub fn fill_unchanged_sql(&self, i: usize) -> String {
-        let c = ident(&self.columns[i].name);
         format!(
-            "UPDATE {stage} s SET {c} = t.{c} FROM {target} t WHERE {join} AND CONTAINS(s.\"FLOE_UNCHANGED\", ',{i},')",
+            "UPDATE {stage} s SET {sc} = t.{c} FROM {target} t WHERE {join} AND CONTAINS(s.{list}, ',{i},')",
             stage = self.stage,
+            sc = stage_col(i),
+            c = ident(&self.columns[i].name),
             target = self.target,
-            join = self.key_join("s", "t"),
+            join = self.key_join("t", "s"),
+            list = stage_col(self.action_at() + 1),
         )
     }
 
-    /// The MERGE from the stage into the target.
+    /// The MERGE from the stage into the target. It has one bind: the target's name in the
+    /// state table (for the TRUNCATE guard), i.e. [`MergePlan::target_name`].
     pub fn merge_sql(&self) -> String {
-        let newer = "(t.\"CDC_LSN\" IS NULL OR s.\"CDC_LSN\" > t.\"CDC_LSN\")";
-        let cdc_set: Vec<String> = CDC_COLUMNS
-            .iter()
-            .filter(|(n, _)| *n != "IS_DELETED")
-            .map(|(n, _)| format!("{0} = s.{0}", ident(n)))
-            .collect();
+        let pos = |m: usize| stage_col(self.meta_at(m));
+        let t_pos = ident(&self.meta[meta::POSITION].name);
+        let t_lsn = ident(&self.meta[meta::LSN].name);
+        // The change supersedes the stored row (SourcePosition::supersedes): it has no
+        // position, or the stored row has none (written without one, or by a floe from before
+        // positions; then the LSNs decide), or its position text sorts after the stored one.
+        let newer = format!(
+            "(s.{sp} IS NULL OR (t.{t_pos} IS NULL AND (t.{t_lsn} IS NULL OR s.{sl} > t.{t_lsn})) OR s.{sp} > t.{t_pos})",
+            sp = pos(meta::POSITION),
+            sl = pos(meta::LSN),
+        );
+        let action = stage_col(self.action_at());
+        let set_meta = |skip_deleted: bool| -> Vec<String> {
+            self.meta
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| !(skip_deleted && *m == meta::IS_DELETED))
+                .map(|(m, c)| format!("{} = s.{}", ident(&c.name), pos(m)))
+                .collect()
+        };
         let mut data_set: Vec<String> = self
             .columns
             .iter()
             .enumerate()
             .filter(|(i, _)| !self.key.contains(i))
-            .map(|(_, c)| format!("{0} = s.{0}", ident(&c.name)))
+            .map(|(i, c)| format!("{} = s.{}", ident(&c.name), stage_col(i)))
             .collect();
-        data_set.push("\"IS_DELETED\" = s.\"IS_DELETED\"".into());
-        data_set.extend(cdc_set.iter().cloned());
+        data_set.extend(set_meta(false));
         let all: Vec<String> = self
             .columns
             .iter()
+            .chain(&self.meta)
             .map(|c| ident(&c.name))
-            .chain(CDC_COLUMNS.iter().map(|(n, _)| ident(n)))
             .collect();
         let insert = format!(
             "INSERT ({}) VALUES ({})",
             all.join(", "),
-            all.iter()
-                .map(|c| format!("s.{c}"))
+            (0..all.len())
+                .map(|i| format!("s.{}", stage_col(i)))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // Changes from before the last source TRUNCATE recorded for this table are left out,
+        // whichever process applied it (its log position, without the kind digit).
         let head = format!(
-            "MERGE INTO {} t USING {} s ON {}",
-            self.target,
-            self.stage,
-            self.key_join("t", "s")
+            "MERGE INTO {target} t USING (SELECT * FROM {stage} WHERE {sp} IS NULL OR SUBSTR({sp}, 2) > \
+             COALESCE((SELECT MAX(\"TRUNCATED_BEFORE\") FROM {state} WHERE \"TARGET_TABLE\" = ?), '')) s ON {join}",
+            target = self.target,
+            stage = self.stage,
+            sp = pos(meta::POSITION),
+            state = self.state,
+            join = self.key_join("t", "s"),
         );
         if self.is_append_only() {
             // Every change is a row; a replayed one is already there.
@@ -155,22 +202,25 @@ impl MergePlan {
         }
         match self.delete_mode {
             DeleteMode::Soft => {
-                let mut del_set = vec!["\"IS_DELETED\" = TRUE".to_string()];
-                del_set.extend(cdc_set);
+                let mut del_set = vec![format!(
+                    "{} = TRUE",
+                    ident(&self.meta[meta::IS_DELETED].name)
+                )];
+                del_set.extend(set_meta(true));
                 format!(
                     "{head} \
-                     WHEN MATCHED AND s.\"FLOE_ACTION\" = 'delete' AND {newer} THEN UPDATE SET {del} \
-                     WHEN MATCHED AND s.\"FLOE_ACTION\" <> 'delete' AND {newer} THEN UPDATE SET {data} \
-                     WHEN NOT MATCHED AND s.\"FLOE_ACTION\" <> 'delete' THEN {insert}",
+                     WHEN MATCHED AND s.{action} = 'delete' AND {newer} THEN UPDATE SET {del} \
+                     WHEN MATCHED AND s.{action} <> 'delete' AND {newer} THEN UPDATE SET {data} \
+                     WHEN NOT MATCHED AND s.{action} <> 'delete' THEN {insert}",
                     del = del_set.join(", "),
                     data = data_set.join(", "),
                 )
             }
             DeleteMode::Hard => format!(
                 "{head} \
-                 WHEN MATCHED AND s.\"FLOE_ACTION\" <> 'upsert' AND {newer} THEN DELETE \
-                 WHEN MATCHED AND s.\"FLOE_ACTION\" = 'upsert' AND {newer} THEN UPDATE SET {data} \
-                 WHEN NOT MATCHED AND s.\"FLOE_ACTION\" = 'upsert' THEN {insert}",
+                 WHEN MATCHED AND s.{action} <> 'upsert' AND {newer} THEN DELETE \
+                 WHEN MATCHED AND s.{action} = 'upsert' AND {newer} THEN UPDATE SET {data} \
+                 WHEN NOT MATCHED AND s.{action} = 'upsert' THEN {insert}",
                 data = data_set.join(", "),
             ),
         }
@@ -267,6 +317,9 @@ impl MergePlan {
                 }
             };
             match cell {
+                Some(Cell::Value(v)) if !v.is_null() && self.as_json.get(i) == Some(&true) => {
+                    push_json(out, &Value::String(v.to_string()))
+                }
                 Some(Cell::Value(v)) => push_json(out, v),
                 Some(Cell::Unchanged) => {
                     unchanged.push(i);
@@ -281,7 +334,7 @@ impl MergePlan {
             RowAction::Delete => (b"delete", b"true"),
             RowAction::DeleteWithImage => (b"delete_image", b"true"),
         };
-        // The CDC columns in the order of CDC_COLUMNS, then the stage-only columns, written
+        // floe's columns in the order of `meta`, then the stage-only columns, written
         // directly: this runs once per row.
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(deleted);
@@ -301,11 +354,17 @@ impl MergePlan {
             *ts_cache = (Some(row.source_ts_ms), text);
         }
         out.extend_from_slice(ts_cache.1.as_bytes());
-        for n in [
-            row.position.lsn as i128,
-            row.kafka.partition.into(),
-            row.kafka.offset.into(),
-        ] {
+        out.push(b',');
+        match row.position.order_bytes() {
+            Some(text) => {
+                out.extend_from_slice(num.format(row.position.lsn).as_bytes());
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(&text);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null,null"),
+        }
+        for n in [i64::from(row.kafka.partition), row.kafka.offset] {
             out.push(b',');
             out.extend_from_slice(num.format(n).as_bytes());
         }
@@ -342,13 +401,17 @@ fn into_string(bytes: Vec<u8>) -> String {
 mod tests {
     use super::*;
     use crate::change::{Column, ColumnType, KafkaPosition, Op, Row, SourcePosition};
+    use crate::config::MetaColumns;
 
     fn plan(mode: DeleteMode) -> MergePlan {
         MergePlan {
             target: "\"DB\".\"S\".\"T\"".into(),
+            target_name: "T".into(),
             stage: "\"FLOE_STAGE_T\"".into(),
+            state: "\"DB\".\"S\".\"FLOE_STATE\"".into(),
             source_names: vec!["id".into(), "note".into()],
             image_columns: test_columns(),
+            as_json: vec![false, false],
             columns: vec![
                 TargetColumn {
                     name: "ID".into(),
@@ -359,6 +422,7 @@ mod tests {
                     sql_type: "VARCHAR".into(),
                 },
             ],
+            meta: super::super::schema::meta_columns(&MetaColumns::default()),
             key: vec![0],
             delete_mode: mode,
         }
@@ -390,7 +454,7 @@ mod tests {
             }),
             key: vec![("id".into(), id.into())],
             op: Op::Update,
-            position: SourcePosition { lsn: 77 },
+            position: SourcePosition::streamed(77, Some(70)),
             source_ts_ms: 1_700_000_000_000,
             kafka: KafkaPosition {
                 partition: 2,
@@ -411,25 +475,42 @@ mod tests {
             assert!(!sql.contains("DROP"), "{sql}");
         }
         assert!(p.stage_insert_sql().ends_with("PARSE_JSON(?)) f"));
+        // The target's name in the state table is bound too.
+        assert_eq!(p.merge_sql().matches('?').count(), 1);
     }
 
     #[test]
     fn payload_rows_carry_action_position_and_unchanged_columns() {
         let p = plan(DeleteMode::Soft);
+        let mut unknown = folded(3, Cell::Value("x".into()), RowAction::Upsert);
+        unknown.position = SourcePosition::unknown();
         let rows = vec![
             folded(1, Cell::Unchanged, RowAction::Upsert),
             folded(2, Cell::Value(Value::Null), RowAction::Delete),
+            unknown,
         ];
         let staged = p.stage_rows(&rows, Utc::now(), MAX_PAYLOAD_BYTES);
         let v: Value = serde_json::from_str(&staged.payloads[0].json).unwrap();
+        let width = p.stage_types().len();
+        assert!(v
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.as_array().unwrap().len() == width));
         assert_eq!(v[0][0], 1);
         assert_eq!(v[0][1], Value::Null);
         assert_eq!(v[0][5], 77); // CDC_LSN
-        assert_eq!(v[0][9], "upsert");
-        assert_eq!(v[0][10], ",1,");
+        assert_eq!(v[0][6], "10000000000000046000000000000004D"); // CDC_POSITION
+        assert_eq!((v[0][7].clone(), v[0][8].clone()), (2.into(), 9.into()));
+        assert_eq!(v[0][10], "upsert");
+        assert_eq!(v[0][11], ",1,");
         assert_eq!(v[1][0], 2); // key of a key-only delete
         assert_eq!(v[1][2], true); // IS_DELETED
-        assert_eq!(v[1][9], "delete");
+        assert_eq!(v[1][10], "delete");
+        assert_eq!(
+            (v[2][5].clone(), v[2][6].clone()),
+            (Value::Null, Value::Null)
+        );
         assert_eq!(staged.unchanged_columns, BTreeSet::from([1]));
     }
 
@@ -439,9 +520,12 @@ mod tests {
         p.key.clear();
         assert!(p.is_append_only());
         let sql = p.merge_sql();
-        assert!(sql.contains(
-            "ON t.\"CDC_KAFKA_PARTITION\" = s.\"CDC_KAFKA_PARTITION\" AND t.\"CDC_KAFKA_OFFSET\" = s.\"CDC_KAFKA_OFFSET\""
-        ), "{sql}");
+        assert!(
+            sql.contains(
+                "ON t.\"CDC_KAFKA_PARTITION\" = s.\"F7\" AND t.\"CDC_KAFKA_OFFSET\" = s.\"F8\""
+            ),
+            "{sql}"
+        );
         assert!(sql.contains("WHEN NOT MATCHED THEN INSERT"), "{sql}");
         assert!(!sql.contains("WHEN MATCHED"), "{sql}");
     }
@@ -460,7 +544,7 @@ mod tests {
         let v: Value = serde_json::from_str(&staged.payloads[0].json).unwrap();
         assert_eq!(v[0][1], Value::Null);
         assert_eq!(
-            v[0][10], ",1,",
+            v[0][11], ",1,",
             "NOTE is filled from the target (NULL for a new row)"
         );
     }
@@ -483,14 +567,48 @@ mod tests {
     #[test]
     fn merge_never_moves_backwards_and_deletes_by_mode() {
         let soft = plan(DeleteMode::Soft).merge_sql();
-        assert_eq!(soft.matches("s.\"CDC_LSN\" > t.\"CDC_LSN\"").count(), 2);
+        assert_eq!(soft.matches("s.\"F6\" > t.\"CDC_POSITION\"").count(), 2);
         assert!(soft.contains("\"IS_DELETED\" = TRUE"));
         assert!(!soft.contains("THEN DELETE"));
+        // Changes from before a recorded TRUNCATE are left out of the source.
+        assert!(soft.contains("SUBSTR(\"F6\", 2) > COALESCE((SELECT MAX(\"TRUNCATED_BEFORE\")"));
         let hard = plan(DeleteMode::Hard).merge_sql();
         assert!(hard.contains("THEN DELETE"));
         assert!(
-            !hard.contains("\"ID\" = s.\"ID\","),
+            !hard.contains("\"ID\" = s.\"F0\","),
             "keys are not updated: {hard}"
         );
+    }
+
+    #[test]
+    fn typed_values_of_a_variant_column_travel_as_json_documents() {
+        // NOTE became VARIANT while a plugin sent only NULLs for it; now it sends text.
+        let mut p = plan(DeleteMode::Soft);
+        p.columns[1].sql_type = "VARIANT".into();
+        p.as_json = vec![false, true];
+        let rows = vec![
+            folded(1, Cell::Value("very_large".into()), RowAction::Upsert),
+            folded(2, Cell::Value(Value::Null), RowAction::Upsert),
+        ];
+        let staged = p.stage_rows(&rows, Utc::now(), MAX_PAYLOAD_BYTES);
+        let v: Value = serde_json::from_str(&staged.payloads[0].json).unwrap();
+        assert_eq!(
+            v[0][1], "\"very_large\"",
+            "PARSE_JSON of this gives the text back"
+        );
+        assert_eq!(v[1][1], Value::Null, "SQL NULL stays NULL");
+        assert!(p
+            .stage_insert_sql()
+            .contains("PARSE_JSON(f.value[1]::VARCHAR)"));
+    }
+
+    #[test]
+    fn stage_columns_never_collide_with_source_columns() {
+        // A source table with columns named like floe's own stage columns.
+        let mut p = plan(DeleteMode::Soft);
+        p.columns[1].name = "FLOE_ACTION".into();
+        let sql = p.merge_sql();
+        assert!(sql.contains("\"FLOE_ACTION\" = s.\"F1\""), "{sql}");
+        assert!(sql.contains("s.\"F10\" = 'delete'"), "{sql}");
     }
 }

@@ -1,12 +1,17 @@
 //! The Snowflake sink: creates each target table (and the configured views) if missing, and
-//! loads a batch per table in a few round trips: stage the bound payload, fill unchanged TOAST
-//! values from the target, one MERGE.
+//! loads one table's folded rows in a few round trips: stage the bound payload, fill unchanged
+//! TOAST values from the target, one MERGE.
+//!
+//! Owns the warehouse side of every table: its name (and that no two sources share one,
+//! through floe's state table), its columns (and that none collides with floe's own), its
+//! type evolution, and where a source TRUNCATE cut it. Failures say which table they belong
+//! to ([`SinkError::for_table`]); the pipeline decides what a failure does.
 
 pub mod client;
 pub mod merge;
 pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -16,20 +21,12 @@ use self::client::SnowflakeClient;
 use self::merge::{MergePlan, MAX_PAYLOAD_BYTES};
 use self::schema::{
     create_rejects_sql, create_stage_sql, create_target_sql, evolve, ident, insert_rejects_sql,
-    sql_type, target_columns, warehouse_name, Evolution, TargetColumn,
+    meta, meta_columns, sql_type, target_columns, warehouse_name, Evolution, TargetColumn,
 };
 use super::SinkError;
-use crate::batch::{Batch, TableBatch};
-use crate::change::{Column, ColumnType, TableId};
+use crate::batch::{FoldedRow, LogKey, TableBatch};
+use crate::change::{Column, ColumnType, SourcePosition, TableId};
 use crate::config::{DeleteMode, SnowflakeConfig};
-
-/// What a load did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LoadReport {
-    /// Folded rows merged into target tables.
-    pub rows: usize,
-    pub tables: usize,
-}
 
 /// A change that a plugin rejected or faulted on, as its table's rejects table records it.
 #[derive(Debug, Clone)]
@@ -52,21 +49,24 @@ struct TableState {
     stage_generation: u64,
 }
 
-/// Loads batches into Snowflake.
+/// Loads table batches into Snowflake.
 pub struct SnowflakeSink {
     client: SnowflakeClient,
     cfg: SnowflakeConfig,
+    /// floe's columns in every target table, in payload order.
+    meta: Vec<TargetColumn>,
     tables: HashMap<TableId, TableState>,
     /// Rejects tables known to exist in this process.
-    rejects_ready: std::collections::HashSet<String>,
+    rejects_ready: HashSet<String>,
     /// The topic each source table was read from (for per-topic target names).
     topics: HashMap<TableId, Arc<str>>,
-    /// Per table and target column: the source position of the newest image whose type the
+    /// Per table and target column: the log position of the newest image whose type the
     /// column was given or checked against.
-    type_lsn: HashMap<TableId, HashMap<String, u64>>,
-    /// Per table, the source position of the last TRUNCATE applied by this process: a change
-    /// older than it (from a partition that lags behind the truncate's) is not loaded.
-    truncated_at: HashMap<TableId, u64>,
+    type_at: HashMap<TableId, HashMap<String, LogKey>>,
+    /// Owners read back from the state table: warehouse name (upper case) → source table.
+    owners: HashMap<String, String>,
+    /// Whether the state table is known to exist.
+    state_ready: bool,
 }
 
 impl SnowflakeSink {
@@ -74,11 +74,13 @@ impl SnowflakeSink {
         Ok(SnowflakeSink {
             client: SnowflakeClient::new(cfg)?,
             cfg: cfg.clone(),
+            meta: meta_columns(&cfg.columns),
             tables: HashMap::new(),
             rejects_ready: Default::default(),
             topics: HashMap::new(),
-            type_lsn: HashMap::new(),
-            truncated_at: HashMap::new(),
+            type_at: HashMap::new(),
+            owners: HashMap::new(),
+            state_ready: false,
         })
     }
 
@@ -91,8 +93,9 @@ impl SnowflakeSink {
     }
 
     /// The warehouse name of a source table's target: `snowflake.table` if set, else the
-    /// per-topic (or per `schema.table`) override, else the naming rule.
-    fn table_name(&self, table: &TableId) -> String {
+    /// per-topic (or per `schema.table`) override, else the naming rule (by default `{table}`
+    /// in the `public` schema and `{schema}_{table}` elsewhere).
+    pub fn table_name(&self, table: &TableId) -> String {
         if let Some(t) = &self.cfg.table {
             return t.clone();
         }
@@ -108,10 +111,13 @@ impl SnowflakeSink {
         if let Some(name) = by_topic.or_else(by_source) {
             return name.clone();
         }
+        let rule = match &self.cfg.table_name {
+            Some(rule) => rule.as_str(),
+            None if &*table.schema == "public" || table.schema.is_empty() => "{table}",
+            None => "{schema}_{table}",
+        };
         warehouse_name(
-            &self
-                .cfg
-                .table_name
+            &rule
                 .replace("{schema}", &table.schema)
                 .replace("{table}", &table.table),
         )
@@ -131,9 +137,9 @@ impl SnowflakeSink {
         self.qualified(&self.table_name(table))
     }
 
-    /// The rejects table of a source table: `<TARGET>_REJECTS` beside the target.
-    fn rejects_name(&self, table: &TableId) -> String {
-        self.qualified(&format!("{}_REJECTS", self.table_name(table)))
+    /// The rejects table of a target: `<TARGET>_REJECTS` beside it.
+    fn rejects_of(target: &str) -> String {
+        format!("{target}_REJECTS")
     }
 
     /// Records rejected changes in their tables' rejects tables (created if missing). A change
@@ -142,8 +148,9 @@ impl SnowflakeSink {
     pub async fn record_rejects(&mut self, rejects: &[Rejected]) -> Result<(), SinkError> {
         let mut by_table: HashMap<String, Vec<&Rejected>> = HashMap::new();
         for r in rejects {
+            self.claim(&r.table).await?;
             by_table
-                .entry(self.rejects_name(&r.table))
+                .entry(self.qualified(&Self::rejects_of(&self.table_name(&r.table))))
                 .or_default()
                 .push(r);
         }
@@ -176,94 +183,236 @@ impl SnowflakeSink {
         Ok(())
     }
 
-    /// Loads every table of the batch. On error nothing is committed by the caller, and loading
-    /// the same batch again is harmless.
-    pub async fn load(&mut self, batch: &Batch) -> Result<LoadReport, SinkError> {
-        let result = self.load_tables(batch).await;
+    /// Loads one table's folded rows; returns how many were merged. On error nothing is
+    /// committed by the caller, and loading the same rows again is harmless.
+    pub async fn load_table(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+        rows: &[FoldedRow],
+    ) -> Result<usize, SinkError> {
+        let result = self.load_rows(table, tb, rows).await;
         if result.is_err() {
-            // Whatever failed, the session (and its temporary stage tables) may be gone: make
-            // the next attempt check and recreate them.
-            for state in self.tables.values_mut() {
+            // Whatever failed, the session (and its temporary stage table) may be gone: make
+            // the next attempt check and recreate it.
+            if let Some(state) = self.tables.get_mut(table) {
                 state.stage_generation = 0;
             }
         }
         result
     }
 
-    async fn load_tables(&mut self, batch: &Batch) -> Result<LoadReport, SinkError> {
-        let mut report = LoadReport::default();
-        for (table, tb) in &batch.tables {
-            if tb.rows.is_empty() {
-                continue;
-            }
-            self.prepare(table, tb).await?;
-            let plan = self.tables[table].plan.clone();
-            let kept: Vec<_>;
-            let rows = match self.truncated_at.get(table) {
-                Some(&at) => {
-                    kept = tb
-                        .rows
-                        .iter()
-                        .filter(|r| r.position.lsn >= at)
-                        .cloned()
-                        .collect();
-                    &kept[..]
-                }
-                None => &tb.rows[..],
-            };
-            let staged = plan.stage_rows(rows, Utc::now(), MAX_PAYLOAD_BYTES);
-            self.client
-                .execute(&format!("DELETE FROM {}", plan.stage))
-                .await?;
-            let insert = plan.stage_insert_sql();
-            for payload in staged.payloads {
-                self.client.execute_bound(&insert, payload.json).await?;
-            }
-            if !plan.is_append_only() {
-                for &i in &staged.unchanged_columns {
-                    self.client.execute(&plan.fill_unchanged_sql(i)).await?;
-                }
-            }
-            self.client.execute(&plan.merge_sql()).await?;
-            report.rows += rows.len();
-            report.tables += 1;
+    async fn load_rows(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+        rows: &[FoldedRow],
+    ) -> Result<usize, SinkError> {
+        if rows.is_empty() {
+            return Ok(0);
         }
-        Ok(report)
+        self.prepare(table, tb).await?;
+        let plan = self.tables[table].plan.clone();
+        let staged = plan.stage_rows(rows, Utc::now(), MAX_PAYLOAD_BYTES);
+        self.client
+            .execute(&format!("DELETE FROM {}", plan.stage))
+            .await?;
+        let insert = plan.stage_insert_sql();
+        for payload in staged.payloads {
+            self.client.execute_bound(&insert, payload.json).await?;
+        }
+        if !plan.is_append_only() {
+            for &i in &staged.unchanged_columns {
+                self.client.execute(&plan.fill_unchanged_sql(i)).await?;
+            }
+        }
+        self.client
+            .execute_bound(&plan.merge_sql(), plan.target_name.clone())
+            .await?;
+        Ok(rows.len())
     }
 
     /// Runs a table's load statements with no rows. A statement error here is about the table
     /// or the session (missing table, privileges), not about any row.
-    pub async fn probe(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        for (table, tb) in &batch.tables {
+    pub async fn probe(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
+        let target = self.table_name(table);
+        let result = async {
             self.prepare(table, tb).await?;
             let plan = self.tables[table].plan.clone();
             self.client
                 .execute(&format!("DELETE FROM {}", plan.stage))
                 .await?;
-            self.client.execute(&plan.merge_sql()).await?;
+            self.client
+                .execute_bound(&plan.merge_sql(), plan.target_name.clone())
+                .await
+        }
+        .await;
+        result.map_err(|e| e.for_table(&target))
+    }
+
+    /// Applies a source `TRUNCATE` at `position`: the cut is recorded in floe's state table
+    /// first (so no process loads an older change of the table afterwards, whichever partition
+    /// or replay it comes from), then the rows loaded before it are deleted (hard mode) or
+    /// marked deleted (soft mode). A table that does not exist yet has nothing to cut.
+    pub async fn truncate(
+        &mut self,
+        table: &TableId,
+        position: SourcePosition,
+    ) -> Result<(), SinkError> {
+        let name = self.table_name(table);
+        let result = async {
+            self.claim(table).await?;
+            if position.known {
+                let cut = position.log_text();
+                self.client
+                    .execute_binds(
+                        &format!(
+                            "UPDATE {} SET \"TRUNCATED_BEFORE\" = ?, \"UPDATED_AT\" = CURRENT_TIMESTAMP() \
+                             WHERE \"TARGET_TABLE\" = ? AND (\"TRUNCATED_BEFORE\" IS NULL OR \"TRUNCATED_BEFORE\" < ?)",
+                            self.state_table()
+                        ),
+                        vec![cut.clone(), name.to_uppercase(), cut],
+                    )
+                    .await?;
+            }
+            if self.column_types(table).await?.is_empty() {
+                info!(table = %name, "source TRUNCATE of a table not created yet: recorded, nothing to delete");
+                return Ok(());
+            }
+            let target = self.target_name(table);
+            let m = |i: usize| ident(&self.meta[i].name);
+            // Rows of an older log position (or without one: loaded before the truncate).
+            let older = format!(
+                "({pos} IS NOT NULL AND SUBSTR({pos}, 2) < ?) OR ({pos} IS NULL AND ({lsn} IS NULL OR {lsn} < ?))",
+                pos = m(meta::POSITION),
+                lsn = m(meta::LSN),
+            );
+            let (cut, lsn) = if position.known {
+                (position.log_text(), position.lsn.to_string())
+            } else {
+                ("G".to_string(), u64::MAX.to_string())
+            };
+            let sql = match self.cfg.delete_mode {
+                DeleteMode::Hard => format!("DELETE FROM {target} WHERE {older}"),
+                DeleteMode::Soft => format!(
+                    "UPDATE {target} SET {} = TRUE, {} = 't' WHERE {older}",
+                    m(meta::IS_DELETED),
+                    m(meta::OPERATION)
+                ),
+            };
+            self.client.execute_binds(&sql, vec![cut, lsn]).await
+        }
+        .await;
+        result.map_err(|e| e.for_table(&name))
+    }
+
+    fn state_table(&self) -> String {
+        self.qualified(&self.cfg.state_table)
+    }
+
+    /// Creates floe's state table if this process has not seen it yet.
+    async fn ensure_state(&mut self) -> Result<(), SinkError> {
+        if self.state_ready {
+            return Ok(());
+        }
+        self.client
+            .execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (\"TARGET_TABLE\" VARCHAR, \"SOURCE_TABLE\" VARCHAR, \
+                 \"TRUNCATED_BEFORE\" VARCHAR, \"UPDATED_AT\" TIMESTAMP_TZ(9))",
+                self.state_table()
+            ))
+            .await?;
+        self.state_ready = true;
+        Ok(())
+    }
+
+    /// Makes `table` the owner of its target name and of its rejects table's name, or fails
+    /// naming the source that owns one of them already. Owners are kept in floe's state table,
+    /// so every process and every restart agree; names are compared in upper case.
+    async fn claim(&mut self, table: &TableId) -> Result<(), SinkError> {
+        let target = self.table_name(table);
+        let source = format!("{}.{}", table.schema, table.table);
+        let names = [
+            target.to_uppercase(),
+            Self::rejects_of(&target).to_uppercase(),
+        ];
+        let collision = |owner: &str, name: &str| {
+            SinkError::Table {
+            table: target.clone(),
+            reason: format!(
+                "source table {source} would load into {name}, which source table {owner} already loads into; \
+                 give one of them another name (snowflake.tables, e.g. \"{source}\" = \"OTHER_NAME\", or snowflake.table_name); \
+                 no rows of the two are merged"
+            ),
+        }
+        };
+        if names[0] == self.cfg.state_table.to_uppercase() {
+            return Err(SinkError::Table {
+                table: target.clone(),
+                reason: format!(
+                    "source table {source} would load into {target}, floe's own state table; \
+                     name it otherwise (snowflake.tables) or move floe's table (snowflake.state_table)"
+                ),
+            });
+        }
+        if names.iter().all(|n| self.owners.get(n) == Some(&source)) {
+            return Ok(());
+        }
+        if let Some((n, owner)) = names
+            .iter()
+            .find_map(|n| self.owners.get(n).filter(|o| **o != source).map(|o| (n, o)))
+        {
+            return Err(collision(owner, n));
+        }
+        self.ensure_state().await?;
+        let payload = serde_json::json!([[names[0], source], [names[1], source]]).to_string();
+        self.client
+            .execute_bound(
+                &format!(
+                    "INSERT INTO {state} (\"TARGET_TABLE\", \"SOURCE_TABLE\", \"UPDATED_AT\") \
+                     SELECT f.value[0]::VARCHAR, f.value[1]::VARCHAR, CURRENT_TIMESTAMP() FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?)) f \
+                     WHERE NOT EXISTS (SELECT 1 FROM {state} o WHERE o.\"TARGET_TABLE\" = f.value[0]::VARCHAR)",
+                    state = self.state_table()
+                ),
+                payload,
+            )
+            .await?;
+        // Two processes claiming at once may both insert: the smallest source name wins, the
+        // same answer for both.
+        for name in &names {
+            let rows = self
+                .client
+                .query_text(
+                    &format!(
+                        "SELECT MIN(\"SOURCE_TABLE\") FROM {} WHERE \"TARGET_TABLE\" = ?",
+                        self.state_table()
+                    ),
+                    vec![name.clone()],
+                )
+                .await?;
+            let owner = rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten())
+                .unwrap_or_else(|| source.clone());
+            self.owners.insert(name.clone(), owner.clone());
+            if owner != source {
+                return Err(collision(&owner, name));
+            }
         }
         Ok(())
     }
 
-    /// Applies a source `TRUNCATE` at source position `lsn`: rows loaded before it are deleted
-    /// (hard mode) or marked deleted (soft mode).
-    pub async fn truncate(&mut self, table: &TableId, lsn: u64) -> Result<(), SinkError> {
-        let target = self.target_name(table);
-        let sql = match self.cfg.delete_mode {
-            DeleteMode::Hard => format!("DELETE FROM {target} WHERE \"CDC_LSN\" < ?"),
-            DeleteMode::Soft => format!(
-                "UPDATE {target} SET \"IS_DELETED\" = TRUE, \"CDC_OPERATION\" = 't' WHERE \"CDC_LSN\" < ?"
-            ),
-        };
-        self.client.execute_bound(&sql, lsn.to_string()).await?;
-        let at = self.truncated_at.entry(table.clone()).or_insert(lsn);
-        *at = (*at).max(lsn);
-        Ok(())
+    /// Makes sure the target table exists, its merge plan matches the batch's columns, and the
+    /// session has its stage table. Every refusal on the way is the table's.
+    async fn prepare(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
+        let name = self.table_name(table);
+        self.prepare_table(table, tb)
+            .await
+            .map_err(|e| e.for_table(&name))
     }
 
-    /// Makes sure the target table exists, its merge plan matches the batch's columns, and the
-    /// session has its stage table.
-    async fn prepare(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
+    async fn prepare_table(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
         let columns = tb.columns.clone().ok_or_else(|| SinkError::Table {
             table: table.table.to_string(),
             reason: "no row image in the batch".into(),
@@ -273,6 +422,8 @@ impl SnowflakeSink {
             .get(table)
             .is_some_and(|s| same_columns(&s.source_columns, &columns));
         if !known {
+            self.claim(table).await?;
+            self.check_columns(table, &columns)?;
             let plan = self.plan_for(table, tb, &columns).await?;
             self.tables.insert(
                 table.clone(),
@@ -287,10 +438,47 @@ impl SnowflakeSink {
         let generation = self.client.generation();
         let state = &self.tables[table];
         if state.stage_generation != generation {
-            let sql = create_stage_sql(&state.plan.stage, &state.plan.columns);
+            let sql = create_stage_sql(&state.plan.stage, &state.plan.stage_types());
             self.client.execute(&sql).await?;
             if let Some(s) = self.tables.get_mut(table) {
                 s.stage_generation = generation;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a table whose columns collide: two source columns with one warehouse name
+    /// (`id` and `ID`), or a source column named like one of floe's.
+    fn check_columns(&self, table: &TableId, columns: &[Column]) -> Result<(), SinkError> {
+        let target = self.table_name(table);
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for c in columns {
+            let w = warehouse_name(&c.name);
+            if let Some(key) = self
+                .cfg
+                .columns
+                .named()
+                .iter()
+                .find(|(_, n)| n.to_uppercase() == w)
+                .map(|(k, _)| *k)
+            {
+                return Err(SinkError::Table {
+                    table: target,
+                    reason: format!(
+                        "source column `{}` of {}.{} has the name of floe's column {w}; \
+                         give floe's column another name with snowflake.columns.{key}",
+                        c.name, table.schema, table.table
+                    ),
+                });
+            }
+            if let Some(other) = seen.insert(w.clone(), &c.name) {
+                return Err(SinkError::Table {
+                    table: target,
+                    reason: format!(
+                        "source columns `{other}` and `{}` of {}.{} both become {w} in Snowflake",
+                        c.name, table.schema, table.table
+                    ),
+                });
             }
         }
         Ok(())
@@ -319,11 +507,12 @@ impl SnowflakeSink {
                 .iter()
                 .any(|c| c.name == *k && c.ty != ColumnType::Unknown)
         });
-        let target_cols = if typed {
+        let (target_cols, as_json) = if typed {
             let mut cols = target_columns(columns);
             let key: Vec<String> = key_names.iter().map(|k| warehouse_name(k)).collect();
+            let created = self.column_types(table).await?.is_empty();
             self.client
-                .execute(&create_target_sql(&target, &cols, &key))
+                .execute(&create_target_sql(&target, &cols, &self.meta, &key))
                 .await?;
             // Columns the table lacks (new source columns, or columns a plugin adds) are added;
             // a NUMBER whose precision grew is widened; nothing is dropped (a column dropped at
@@ -331,6 +520,7 @@ impl SnowflakeSink {
             // stops here, before any change to the table.
             let existing = self.column_types(table).await?;
             let mut widen = Vec::new();
+            let mut as_json = HashSet::new();
             for (c, source) in cols.iter_mut().zip(columns.iter()) {
                 let Some(t) = existing.get(&c.name) else {
                     continue;
@@ -343,14 +533,14 @@ impl SnowflakeSink {
                 // Images older than the one that set the column's current type (a partition
                 // lagging behind the others, a replay) load into that type; only a newer image
                 // can ask for another one.
-                let image_lsn = tb.column_lsn(&source.name);
+                let image_at = tb.column_at(&source.name);
                 let typed_at = self
-                    .type_lsn
+                    .type_at
                     .get(table)
                     .and_then(|m| m.get(&c.name))
                     .copied()
-                    .unwrap_or(0);
-                if image_lsn < typed_at && matches!(evolve(t, &c.sql_type), Evolution::Incompatible)
+                    .unwrap_or_default();
+                if image_at < typed_at && matches!(evolve(t, &c.sql_type), Evolution::Incompatible)
                 {
                     c.sql_type = t.clone();
                     continue;
@@ -359,6 +549,12 @@ impl SnowflakeSink {
                     // A wider NUMBER than asked (older images of a widened column): stage into
                     // the column's own type so the newer, wider values fit.
                     Evolution::Keep if t.starts_with("NUMBER(") => c.sql_type = t.clone(),
+                    // A VARIANT column (created while a plugin's new column held only NULLs)
+                    // now getting typed values: they are staged as JSON documents.
+                    Evolution::Keep if t == "VARIANT" && source.ty != ColumnType::Json => {
+                        c.sql_type = t.clone();
+                        as_json.insert(c.name.clone());
+                    }
                     Evolution::Keep => {}
                     Evolution::Widen(to) => {
                         widen.push((c.name.clone(), t.clone(), to.clone()));
@@ -374,9 +570,9 @@ impl SnowflakeSink {
                     }
                 }
             }
-            let typed = self.type_lsn.entry(table.clone()).or_default();
+            let typed = self.type_at.entry(table.clone()).or_default();
             for (c, source) in cols.iter().zip(columns.iter()) {
-                let at = tb.column_lsn(&source.name);
+                let at = tb.column_at(&source.name);
                 let entry = typed.entry(c.name.clone()).or_insert(at);
                 *entry = (*entry).max(at);
             }
@@ -389,7 +585,9 @@ impl SnowflakeSink {
                     .await?;
                 info!(table = %target, column = %name, from = %from, to = %to, "widened a column of the target table");
             }
-            for c in &cols {
+            // floe's own columns too: a table created by an older floe, or by hand, may lack
+            // some (the position column came later).
+            for c in cols.iter().chain(&self.meta) {
                 if !existing.contains_key(&c.name) {
                     self.client
                         .execute(&format!(
@@ -402,12 +600,18 @@ impl SnowflakeSink {
                 }
             }
             info!(table = %target, "target table ready");
-            if let Some(views) = self.cfg.views_file.clone() {
-                self.run_sql_file(&views).await?;
+            if created {
+                if let Some(views) = self.cfg.views_file.clone() {
+                    // The views are the user's; a view that does not apply to this table must
+                    // not stop it from loading.
+                    if let Err(e) = self.run_sql_file(&views).await {
+                        warn!(table = %target, error = %e, "the views file failed after the table was created; the table loads anyway");
+                    }
+                }
             }
-            cols
+            (cols, as_json)
         } else {
-            self.existing_columns(table, columns).await?
+            (self.existing_columns(table, columns).await?, HashSet::new())
         };
         let key = key_names
             .iter()
@@ -421,12 +625,20 @@ impl SnowflakeSink {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let name = self.table_name(table);
         Ok(MergePlan {
-            stage: ident(&format!("FLOE_STAGE_{}", self.table_name(table))),
+            stage: ident(&format!("FLOE_STAGE_{name}")),
             target,
+            target_name: name.to_uppercase(),
+            state: self.state_table(),
             source_names: columns.iter().map(|c| c.name.clone()).collect(),
             image_columns: columns.clone(),
+            as_json: target_cols
+                .iter()
+                .map(|c| as_json.contains(&c.name))
+                .collect(),
             columns: target_cols,
+            meta: self.meta.clone(),
             key,
             delete_mode: self.cfg.delete_mode,
         })
@@ -438,14 +650,14 @@ impl SnowflakeSink {
         table: &TableId,
     ) -> Result<HashMap<String, String>, SinkError> {
         let name = self.table_name(table);
-        // Identifiers come from config and the source's table name; quote them as literals.
         let sql = format!(
-            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}'",
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE FROM {}.INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
             ident(&self.cfg.database),
-            self.cfg.schema.replace('\'', "''"),
-            name.replace('\'', "''"),
         );
-        let rows = self.client.query_text(&sql).await?;
+        let rows = self
+            .client
+            .query_text(&sql, vec![self.cfg.schema.clone(), name])
+            .await?;
         let mut types = HashMap::new();
         for r in rows {
             let (Some(col), Some(ty)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten())
@@ -511,6 +723,20 @@ impl SnowflakeSink {
                 name: wname,
                 sql_type,
             });
+        }
+        // A table created by hand (or by an older floe) may lack some of floe's columns.
+        for c in &self.meta {
+            if !types.contains_key(&c.name) {
+                self.client
+                    .execute(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        self.target_name(table),
+                        ident(&c.name),
+                        c.sql_type
+                    ))
+                    .await?;
+                info!(table = %name, column = %c.name, "added floe's column to the target table");
+            }
         }
         Ok(out)
     }
@@ -594,7 +820,49 @@ mod tests {
         assert_eq!(s.table_name(&orders), "Orders_V2");
         assert_eq!(s.table_name(&lines), "LINES");
         assert_eq!(sink("table = \"ONE\"").table_name(&lines), "ONE");
-        assert_eq!(sink("").table_name(&lines), "ORDER_LINES");
+        // Without a rule: the table's name in `public`, schema and name elsewhere, so that
+        // `public.orders` and `s2.orders` never load into one table.
+        assert_eq!(sink("").table_name(&lines), "SHOP_ORDER_LINES");
+        let public = TableId {
+            schema: "public".into(),
+            table: "orders".into(),
+        };
+        let s2 = TableId {
+            schema: "s2".into(),
+            table: "orders".into(),
+        };
+        assert_eq!(sink("").table_name(&public), "ORDERS");
+        assert_eq!(sink("").table_name(&s2), "S2_ORDERS");
+    }
+
+    #[test]
+    fn columns_that_collide_are_refused_with_the_setting_to_change() {
+        let t = TableId {
+            schema: "public".into(),
+            table: "t".into(),
+        };
+        let col = |n: &str| Column {
+            name: n.into(),
+            ty: ColumnType::Text,
+            optional: true,
+        };
+        let s = sink("");
+        let err = s
+            .check_columns(&t, &[col("id"), col("is_deleted")])
+            .unwrap_err();
+        assert_eq!(err.class(), crate::sink::ErrorClass::Table);
+        assert!(
+            err.to_string().contains("snowflake.columns.is_deleted"),
+            "{err}"
+        );
+        let err = s.check_columns(&t, &[col("Id"), col("ID")]).unwrap_err();
+        assert!(err.to_string().contains("`Id` and `ID`"), "{err}");
+        // Renamed, floe's column no longer collides.
+        let renamed = sink("[snowflake.columns]\nis_deleted = \"_FLOE_DELETED\"");
+        assert!(renamed
+            .check_columns(&t, &[col("id"), col("is_deleted"), col("cdc_lsn_x")])
+            .is_ok());
+        assert!(s.check_columns(&t, &[col("cdc_lsn")]).is_err());
     }
 
     #[test]

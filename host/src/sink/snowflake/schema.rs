@@ -3,23 +3,57 @@
 
 use crate::change::{Column, ColumnType};
 
-/// Columns floe adds to every target table.
-pub const CDC_COLUMNS: &[(&str, &str)] = &[
-    ("IS_DELETED", "BOOLEAN"),
-    ("CDC_OPERATION", "VARCHAR(1)"),
-    ("CDC_TIMESTAMP", "TIMESTAMP_TZ(3)"),
-    ("CDC_LSN", "NUMBER(20,0)"),
-    ("CDC_KAFKA_PARTITION", "NUMBER(10,0)"),
-    ("CDC_KAFKA_OFFSET", "NUMBER(20,0)"),
-    ("CDC_LOADED_AT", "TIMESTAMP_TZ(9)"),
+use crate::config::MetaColumns;
+
+/// The types of floe's columns, in the order of [`MetaColumns::named`] (which is also their
+/// order in the bound payload and the stage table).
+const META_TYPES: [&str; 8] = [
+    "BOOLEAN",
+    "VARCHAR(1)",
+    "TIMESTAMP_TZ(3)",
+    "NUMBER(20,0)",
+    "VARCHAR",
+    "NUMBER(10,0)",
+    "NUMBER(20,0)",
+    "TIMESTAMP_TZ(9)",
 ];
 
-/// Stage-only columns: what the MERGE must do with the row, and which cells were unchanged
-/// TOAST values (as `,i,j,` column indexes).
-pub const STAGE_COLUMNS: &[(&str, &str)] =
-    &[("FLOE_ACTION", "VARCHAR"), ("FLOE_UNCHANGED", "VARCHAR")];
+/// Positions of floe's columns in [`meta_columns`].
+pub mod meta {
+    pub const IS_DELETED: usize = 0;
+    pub const OPERATION: usize = 1;
+    pub const LSN: usize = 3;
+    pub const POSITION: usize = 4;
+    pub const KAFKA_PARTITION: usize = 5;
+    pub const KAFKA_OFFSET: usize = 6;
+}
 
-/// A double-quoted Snowflake identifier.
+/// Columns floe adds to every target table (names from the config), with their types.
+pub fn meta_columns(names: &MetaColumns) -> Vec<TargetColumn> {
+    names
+        .named()
+        .iter()
+        .zip(META_TYPES)
+        .map(|((_, name), ty)| TargetColumn {
+            name: name.to_string(),
+            sql_type: ty.to_string(),
+        })
+        .collect()
+}
+
+/// Types of the stage-only columns that follow the data and meta columns: what the MERGE must
+/// do with the row, and which cells were unchanged TOAST values (as `,i,j,` column indexes).
+pub const STAGE_ONLY_TYPES: [&str; 2] = ["VARCHAR", "VARCHAR"];
+
+/// The stage table's name for its `i`-th column. Stage columns are named by position, so no
+/// source column can ever collide with them (the stage holds data columns, then floe's
+/// columns, then the action and the unchanged-TOAST list).
+pub fn stage_col(i: usize) -> String {
+    format!("\"F{i}\"")
+}
+
+/// A double-quoted Snowflake identifier. Every identifier floe puts in SQL goes through this
+/// function; record values never appear in SQL text (they are bound).
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -180,13 +214,19 @@ pub fn target_columns(columns: &[Column]) -> Vec<TargetColumn> {
         .collect()
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for a target table.
-pub fn create_target_sql(table: &str, columns: &[TargetColumn], key: &[String]) -> String {
-    let mut defs: Vec<String> = columns
+/// `CREATE TABLE IF NOT EXISTS` for a target table: its data columns, then floe's.
+pub fn create_target_sql(
+    table: &str,
+    columns: &[TargetColumn],
+    meta: &[TargetColumn],
+    key: &[String],
+) -> String {
+    let defs: Vec<String> = columns
         .iter()
+        .chain(meta)
         .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
         .collect();
-    defs.extend(CDC_COLUMNS.iter().map(|(n, t)| format!("{} {t}", ident(n))));
+    let mut defs = defs;
     if !key.is_empty() {
         let k: Vec<String> = key.iter().map(|k| ident(k)).collect();
         defs.push(format!("PRIMARY KEY ({})", k.join(", ")));
@@ -194,15 +234,14 @@ pub fn create_target_sql(table: &str, columns: &[TargetColumn], key: &[String]) 
     format!("CREATE TABLE IF NOT EXISTS {table} ({})", defs.join(", "))
 }
 
-/// `CREATE OR REPLACE TEMPORARY TABLE` for the stage of a target table (session-scoped,
-/// unqualified). Replaced, not kept: after a schema change the stage must get the new columns.
-pub fn create_stage_sql(stage: &str, columns: &[TargetColumn]) -> String {
-    let defs: Vec<String> = columns
+/// `CREATE OR REPLACE TEMPORARY TABLE` for a stage whose columns have these types (named by
+/// position, see [`stage_col`]; session-scoped, unqualified). Replaced, not kept: after a
+/// schema change the stage must get the new columns.
+pub fn create_stage_sql(stage: &str, types: &[String]) -> String {
+    let defs: Vec<String> = types
         .iter()
-        .map(|c| (c.name.as_str(), c.sql_type.as_str()))
-        .chain(CDC_COLUMNS.iter().copied())
-        .chain(STAGE_COLUMNS.iter().copied())
-        .map(|(n, t)| format!("{} {t}", ident(n)))
+        .enumerate()
+        .map(|(i, t)| format!("{} {t}", stage_col(i)))
         .collect();
     format!(
         "CREATE OR REPLACE TEMPORARY TABLE {stage} ({})",
@@ -270,9 +309,9 @@ mod tests {
             .into_iter()
             .map(|c| (c.name, c.sql_type))
             .chain(
-                CDC_COLUMNS
-                    .iter()
-                    .map(|(n, t)| (n.to_string(), t.to_string())),
+                meta_columns(&MetaColumns::default())
+                    .into_iter()
+                    .map(|c| (c.name, c.sql_type)),
             );
         for (name, ty) in declared {
             assert!(
@@ -322,12 +361,20 @@ mod tests {
             ty: ColumnType::Integer,
             optional: false,
         }]);
-        let sql = create_target_sql("DB.S.T", &cols, &["ID".into()]);
+        let meta = meta_columns(&MetaColumns::default());
+        let sql = create_target_sql("DB.S.T", &cols, &meta, &["ID".into()]);
         assert!(sql.starts_with(
             "CREATE TABLE IF NOT EXISTS DB.S.T (\"ID\" NUMBER(38,0), \"IS_DELETED\" BOOLEAN"
         ));
+        assert!(sql.contains("\"CDC_LSN\" NUMBER(20,0), \"CDC_POSITION\" VARCHAR"));
         assert!(sql.ends_with("PRIMARY KEY (\"ID\"))"));
-        let stage = create_stage_sql("\"FLOE_STAGE_T\"", &cols);
-        assert!(stage.contains("\"FLOE_UNCHANGED\" VARCHAR"));
+        let stage = create_stage_sql(
+            "\"FLOE_STAGE_T\"",
+            &["NUMBER(38,0)".into(), "VARCHAR".into()],
+        );
+        assert_eq!(
+            stage,
+            "CREATE OR REPLACE TEMPORARY TABLE \"FLOE_STAGE_T\" (\"F0\" NUMBER(38,0), \"F1\" VARCHAR)"
+        );
     }
 }
