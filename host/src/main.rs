@@ -146,7 +146,7 @@ fn main() -> anyhow::Result<()> {
             } => run(config, exit_when_idle.map(Duration::from_secs)).await,
             Command::CheckConfig { config } => {
                 let cfg = Config::load(&config)?;
-                println!("{cfg:#?}");
+                println!("{}", cfg.masked());
                 Ok(())
             }
             Command::Plugin {
