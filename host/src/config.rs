@@ -204,6 +204,62 @@ pub fn masked_settings(settings: &toml::Table, also: &[String]) -> toml::Table {
         .collect()
 }
 
+/// The secret values of a configuration, to mask them in text floe did not write: a Kafka
+/// client refusing a property quotes its value (a Java-only `sasl.jaas.config`, say).
+pub struct KnownSecrets(Vec<String>);
+
+impl KnownSecrets {
+    /// `text` with every known secret value replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.0 {
+            text = text.replace(secret.as_str(), MASK);
+        }
+        text
+    }
+}
+
+impl fmt::Debug for KnownSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KnownSecrets({} values)", self.0.len())
+    }
+}
+
+/// The text of every scalar in `v` (all of it secret), for [`KnownSecrets`].
+fn scalars(v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::String(s) => out.push(s.clone()),
+        toml::Value::Table(t) => t.values().for_each(|v| scalars(v, out)),
+        toml::Value::Array(items) => items.iter().for_each(|v| scalars(v, out)),
+        other => out.push(other.to_string()),
+    }
+}
+
+/// The values of the secret keys in plugin settings, at any depth.
+fn secret_settings(settings: &toml::Table, also: &[String], out: &mut Vec<String>) {
+    for (k, v) in settings {
+        if is_secret_name(k) || also.iter().any(|a| a.eq_ignore_ascii_case(k)) {
+            scalars(v, out);
+        } else if let toml::Value::Table(t) = v {
+            secret_settings(t, also, out);
+        } else if let toml::Value::Array(items) = v {
+            for item in items {
+                if let toml::Value::Table(t) = item {
+                    secret_settings(t, also, out);
+                }
+            }
+        }
+    }
+}
+
+/// The password in a `scheme://user:password@host` URL.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
 /// A `scheme://user:password@host` URL with the password masked (reqwest sends it as basic
 /// auth, so it is as secret as `registry.password`).
 pub fn masked_url(url: &str) -> String {
@@ -719,6 +775,44 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Every secret value set, to mask in messages from libraries (see [`KnownSecrets`]).
+    pub fn known_secrets(&self) -> KnownSecrets {
+        let mut values: Vec<String> = [
+            &self.snowflake.password,
+            &self.snowflake.private_key_passphrase,
+            &self.registry.password,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose().to_string())
+        .collect();
+        values.extend(
+            self.registry
+                .url
+                .as_deref()
+                .and_then(url_password)
+                .map(str::to_string),
+        );
+        for (k, v) in self
+            .kafka
+            .properties
+            .iter()
+            .chain(&self.kafka.consumer_properties)
+        {
+            if is_secret_name(k) {
+                values.push(v.clone());
+            }
+        }
+        for p in &self.plugins.chain {
+            secret_settings(&p.config, &self.plugins.secret_settings, &mut values);
+        }
+        values.retain(|v| !v.is_empty());
+        // Longest first, so a secret containing another is masked whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        KnownSecrets(values)
+    }
+
     /// The configuration as `floe check-config` prints it: every setting, secrets as `***`.
     pub fn masked(&self) -> String {
         // `Debug` of every part masks its secrets (see the module header).
@@ -1133,6 +1227,18 @@ targets = [{ name = "a", apiKey = "PLANTED-in-array" }]
         // A lone plugin entry masks by name too.
         let alone = format!("{:?}", cfg.plugins.chain[0]);
         assert!(!alone.contains("PLANTED-token"), "{alone}");
+        // Every planted value is known, to be masked in library messages.
+        let librdkafka =
+            "Client config error: No such configuration property: \"sasl.jaas.config\" \
+            sasl.jaas.config org.apache.kafka.common.security.plain.PlainLoginModule required \
+            password=\"PLANTED-jaas\"; (PLANTED-sasl, PLANTED-url-pw, postgres://u:PLANTED-dsn@db/x, \
+            PLANTED-nested, PLANTED-in-array, PLANTED-token, -----BEGIN PRIVATE KEY-----PLANTED-pem, \
+            9876501234)";
+        let masked = cfg.known_secrets().mask(librdkafka);
+        assert!(!masked.contains("PLANTED"), "{masked}");
+        assert!(!masked.contains("9876501234"), "{masked}");
+        assert!(masked.contains("sasl.jaas.config"), "{masked}");
+        assert!(!format!("{:?}", cfg.known_secrets()).contains("PLANTED"));
     }
 
     #[test]

@@ -44,8 +44,8 @@ const SMALL_KEY: usize = 4 * 1024;
 /// Why a message could not be dead-lettered (the pipeline retries; nothing is committed).
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    /// The producer could not be created.
-    #[error("dead-letter producer setup: {0}")]
+    /// The producer could not be created (a refused property is named, not its value).
+    #[error("dead-letter producer setup: {}", without_value(.0))]
     Setup(rdkafka::error::KafkaError),
     /// The dead-letter topic did not acknowledge the message.
     #[error("dead-letter topic {topic} did not accept the message: {reason}")]
@@ -169,6 +169,22 @@ impl DeadLetters {
             topic: self.topic.clone(),
             reason: e.to_string(),
         }
+    }
+}
+
+/// A Kafka client error without the value of the property it refused: librdkafka quotes it,
+/// and a misplaced secret (a Java-only `sasl.jaas.config`, say) would be printed.
+fn without_value(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() {
+                desc.clone()
+            } else {
+                desc.replace(value.as_str(), "***")
+            };
+            format!("client config error: {desc} (property `{key}`)")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -303,6 +319,27 @@ mod tests {
         assert!(!is_too_large(&producer(
             RDKafkaErrorCode::UnknownTopicOrPartition
         )));
+    }
+
+    #[test]
+    fn a_refused_property_is_named_without_its_value() {
+        let mut cfg: KafkaConfig = toml::from_str("brokers = \"b\"\ntopics = [\"t\"]").unwrap();
+        cfg.properties.insert(
+            "sasl.jaas.config".into(),
+            "PlainLoginModule required password=\"PLANTED\";".into(),
+        );
+        cfg.properties
+            .insert("session.timeout.ms".into(), "PLANTED-number".into());
+        for (key, value) in cfg.properties.clone() {
+            let mut one = cfg.clone();
+            one.properties.retain(|k, _| *k == key);
+            let Err(err) = DeadLetters::new(&one) else {
+                panic!("librdkafka accepted {key} = {value}");
+            };
+            let text = err.to_string();
+            assert!(text.contains(&key), "{text}");
+            assert!(!text.contains("PLANTED"), "{text}");
+        }
     }
 
     #[test]
