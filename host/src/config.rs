@@ -178,9 +178,15 @@ impl fmt::Debug for MaskedProperties<'_> {
     }
 }
 
-/// Plugin settings with the values of secret keys replaced by `***`, at any depth: the keys
-/// [`is_secret_name`] picks, and those named in `also` (`plugins.secret_settings`).
-pub fn masked_settings(settings: &toml::Table, also: &[String]) -> toml::Table {
+/// Whether a plugin setting is secret: by its name, or named in `also`
+/// (`plugins.secret_settings`).
+fn is_secret_setting(name: &str, also: &[String]) -> bool {
+    is_secret_name(name) || also.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Plugin settings with the values of secret keys replaced by `***`, at any depth (see
+/// [`is_secret_setting`]).
+fn masked_settings(settings: &toml::Table, also: &[String]) -> toml::Table {
     fn value(v: &toml::Value, also: &[String]) -> toml::Value {
         match v {
             toml::Value::Table(t) => toml::Value::Table(masked_settings(t, also)),
@@ -193,7 +199,7 @@ pub fn masked_settings(settings: &toml::Table, also: &[String]) -> toml::Table {
     settings
         .iter()
         .map(|(k, v)| {
-            let secret = is_secret_name(k) || also.iter().any(|a| a.eq_ignore_ascii_case(k));
+            let secret = is_secret_setting(k, also);
             let v = if secret {
                 toml::Value::String(MASK.into())
             } else {
@@ -238,7 +244,7 @@ fn scalars(v: &toml::Value, out: &mut Vec<String>) {
 /// The values of the secret keys in plugin settings, at any depth.
 fn secret_settings(settings: &toml::Table, also: &[String], out: &mut Vec<String>) {
     for (k, v) in settings {
-        if is_secret_name(k) || also.iter().any(|a| a.eq_ignore_ascii_case(k)) {
+        if is_secret_setting(k, also) {
             scalars(v, out);
         } else if let toml::Value::Table(t) = v {
             secret_settings(t, also, out);
