@@ -146,7 +146,7 @@ fn main() -> anyhow::Result<()> {
             } => run(config, exit_when_idle.map(Duration::from_secs)).await,
             Command::CheckConfig { config } => {
                 let cfg = Config::load(&config)?;
-                println!("{cfg:#?}");
+                println!("{}", cfg.masked());
                 Ok(())
             }
             Command::Plugin {
@@ -227,15 +227,20 @@ fn plugin_settings(path: &std::path::Path) -> anyhow::Result<toml::Table> {
 
 async fn run(config: PathBuf, exit_when_idle: Option<Duration>) -> anyhow::Result<()> {
     let cfg = Config::load(&config)?;
+    // Libraries quote what they refuse (librdkafka: a property and its value), so the error
+    // that stops floe is printed with every configured secret masked.
+    let secrets = cfg.known_secrets();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
         info!(signal, "stopping: finishing the batch in flight");
         let _ = stop_tx.send(true);
     });
-    Pipeline::new(cfg, Some(config))?
-        .run(stop_rx, exit_when_idle)
-        .await
+    let result = match Pipeline::new(cfg, Some(config)) {
+        Ok(pipeline) => pipeline.run(stop_rx, exit_when_idle).await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| anyhow::anyhow!(secrets.mask(&format!("{e:#}"))))
 }
 
 async fn wait_for_signal() -> &'static str {

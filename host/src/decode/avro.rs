@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use apache_avro::types::Value as Avro;
 use base64::Engine as _;
@@ -26,6 +27,10 @@ use crate::change::{Cell, KafkaPosition};
 pub const MAGIC: u8 = 0;
 /// How many schemas are remembered (tables × versions × key/value); the oldest goes first.
 const MAX_CACHED_SCHEMAS: usize = 1024;
+/// How long "the registry does not know this id" stands: meanwhile messages naming the id are
+/// dead-lettered without asking again (which takes seconds, see [`SchemaRegistry::fetch`]);
+/// afterwards the next one asks, as the schema may have been registered since.
+const UNKNOWN_ID_TTL: Duration = Duration::from_secs(60);
 
 /// The registry schema id of a message in Confluent's wire format, if it is one.
 pub fn schema_id(bytes: &[u8]) -> Option<u32> {
@@ -51,8 +56,12 @@ enum Shape {
 /// What the decoder knows about a schema id.
 enum Entry {
     Ready(Arc<Parsed>),
-    /// The registry does not know the id, or holds something floe cannot read: the reason.
-    Refused(String),
+    /// The registry does not know the id, or holds something floe cannot read: the reason, and
+    /// until when it stands (`None`: for good, as a registered id never changes its schema).
+    Refused {
+        reason: String,
+        until: Option<Instant>,
+    },
 }
 
 /// Decodes Avro messages; one per consumer (it caches schemas).
@@ -61,6 +70,7 @@ pub struct AvroDecoder {
     schemas: HashMap<u32, Entry>,
     order: Vec<u32>,
     names: TableNames,
+    unknown_id_ttl: Duration,
 }
 
 impl AvroDecoder {
@@ -70,6 +80,7 @@ impl AvroDecoder {
             schemas: HashMap::new(),
             order: Vec::new(),
             names: TableNames::default(),
+            unknown_id_ttl: UNKNOWN_ID_TTL,
         }
     }
 
@@ -78,15 +89,24 @@ impl AvroDecoder {
         self.schemas.len()
     }
 
-    /// Fetches the writer schemas of `key` and `value` that are not cached yet. An error means
-    /// the registry could not answer; the caller retries (nothing is decoded meanwhile).
+    /// Fetches the writer schemas of `key` and `value` that are not cached yet (or were unknown
+    /// to the registry longer than [`UNKNOWN_ID_TTL`] ago). An error means the registry could
+    /// not answer: the caller waits and retries if [`RegistryError::is_transient`] (nothing is
+    /// decoded meanwhile), and stops otherwise.
     pub async fn fetch_missing(
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), RegistryError> {
         for id in [key, value].into_iter().flatten().filter_map(schema_id) {
-            if self.schemas.contains_key(&id) {
+            let known = match self.schemas.get(&id) {
+                Some(Entry::Refused {
+                    until: Some(until), ..
+                }) => *until > Instant::now(),
+                Some(_) => true,
+                None => false,
+            };
+            if known {
                 continue;
             }
             let registry = self
@@ -99,21 +119,29 @@ impl AvroDecoder {
         Ok(())
     }
 
-    /// Remembers what the registry said about `id`.
+    /// Remembers what the registry said about `id` (replacing what it said before).
     pub fn learn(&mut self, id: u32, fetched: Fetched) {
+        let for_good = |reason: String| Entry::Refused {
+            reason,
+            until: None,
+        };
         let entry = match fetched {
             Fetched::Schema(text) => match parse(&text) {
                 Ok(p) => Entry::Ready(Arc::new(p)),
-                Err(e) => Entry::Refused(format!("schema id {id} cannot be used: {e}")),
+                Err(e) => for_good(format!("schema id {id} cannot be used: {e}")),
             },
-            Fetched::Unknown => {
-                Entry::Refused(format!("schema id {id} is unknown to the schema registry"))
-            }
-            Fetched::NotAvro(kind) => Entry::Refused(format!(
+            Fetched::Unknown => Entry::Refused {
+                reason: format!("schema id {id} is unknown to the schema registry"),
+                until: Some(Instant::now() + self.unknown_id_ttl),
+            },
+            Fetched::NotAvro(kind) => for_good(format!(
                 "schema id {id} is a {kind} schema; floe reads Avro and JSON"
             )),
         };
-        if self.schemas.len() >= MAX_CACHED_SCHEMAS && !self.order.is_empty() {
+        if self.schemas.remove(&id).is_some() {
+            // Asked again after its refusal expired: it moves to the back of the queue.
+            self.order.retain(|&o| o != id);
+        } else if self.schemas.len() >= MAX_CACHED_SCHEMAS && !self.order.is_empty() {
             let oldest = self.order.remove(0);
             self.schemas.remove(&oldest);
         }
@@ -121,10 +149,13 @@ impl AvroDecoder {
         self.schemas.insert(id, entry);
     }
 
+    /// The schema for `id`. A refusal stands here even when expired: only
+    /// [`AvroDecoder::fetch_missing`] asks again, so a message decoded again (after a failed
+    /// load) gets the answer it got the first time.
     fn schema(&self, id: u32) -> Result<Arc<Parsed>, DecodeError> {
         match self.schemas.get(&id) {
             Some(Entry::Ready(p)) => Ok(p.clone()),
-            Some(Entry::Refused(reason)) => Err(DecodeError::Schema(reason.clone())),
+            Some(Entry::Refused { reason, .. }) => Err(DecodeError::Schema(reason.clone())),
             None => Err(DecodeError::Schema(format!(
                 "internal: schema id {id} was not fetched before decoding"
             ))),
@@ -621,6 +652,66 @@ mod tests {
             .decode(None, Some(&msg), KafkaPosition::default())
             .unwrap_err();
         assert!(matches!(err, DecodeError::NotAvro(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_is_refused_for_a_while_then_asked_again() {
+        use crate::config::RegistryConfig;
+        use crate::decode::registry::fake::FakeRegistry;
+        // Id 5 is unknown for its first three questions (one fetch), then registered.
+        let fake = FakeRegistry::start(|_, nth, _| {
+            if nth <= 3 {
+                (404, r#"{"error_code":40403}"#.to_string())
+            } else {
+                (200, serde_json::json!({ "schema": KEY }).to_string())
+            }
+        })
+        .await;
+        let cfg = RegistryConfig {
+            url: Some(fake.url.clone()),
+            ..RegistryConfig::default()
+        };
+        let registry = SchemaRegistry::new(&cfg)
+            .unwrap()
+            .unwrap()
+            .with_unknown_id_retry_delays(vec![Duration::from_millis(5); 2]);
+        let mut d = AvroDecoder::new(Some(registry));
+        let key = [MAGIC, 0, 0, 0, 5];
+        d.fetch_missing(Some(&key), None).await.unwrap();
+        assert_eq!(fake.asked(5), 3);
+        // Within the refusal's lifetime the message is refused (dead-lettered) without asking.
+        d.fetch_missing(Some(&key), None).await.unwrap();
+        assert_eq!(fake.asked(5), 3);
+        let err = d.schema(5).err().expect("refused");
+        assert!(err.to_string().contains("schema id 5 is unknown"), "{err}");
+        // Once it expired, the next message asks again and finds the schema.
+        d.unknown_id_ttl = Duration::ZERO;
+        d.learn(5, Fetched::Unknown);
+        d.fetch_missing(Some(&key), None).await.unwrap();
+        assert_eq!(fake.asked(5), 4);
+        assert!(d.schema(5).is_ok());
+        assert_eq!(d.cached_schemas(), 1);
+        assert_eq!(d.order, vec![5]);
+    }
+
+    #[tokio::test]
+    async fn refused_registry_credentials_stop_rather_than_dead_letter() {
+        use crate::config::{RegistryConfig, Secret};
+        use crate::decode::registry::fake::FakeRegistry;
+        let fake = FakeRegistry::start(|_, _, _| (401, String::new())).await;
+        let cfg = RegistryConfig {
+            url: Some(fake.url.clone()),
+            user: Some("floe".into()),
+            password: Some(Secret::new("PLANTED-pw")),
+            ..RegistryConfig::default()
+        };
+        let mut d = AvroDecoder::new(SchemaRegistry::new(&cfg).unwrap());
+        let msg = [MAGIC, 0, 0, 0, 6, 0];
+        let err = d.fetch_missing(None, Some(&msg)).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("registry.password"), "{err}");
+        assert!(!err.to_string().contains("PLANTED"), "{err}");
+        assert_eq!(d.cached_schemas(), 0, "nothing is remembered about the id");
     }
 
     #[test]

@@ -300,40 +300,88 @@ fn with_scale(negative: bool, digits: &str, scale: u32) -> String {
     out
 }
 
-/// [`decimal_from_bytes`] for integers wider than 128 bits.
+/// 10^19: the largest power of ten in a u64, so each division pass yields 19 digits.
+const CHUNK: u64 = 10_000_000_000_000_000_000;
+/// The reciprocal of [`CHUNK`] for [`div_chunk`]: floor((2^128 - 1) / CHUNK) - 2^64.
+const CHUNK_RECIPROCAL: u64 = (u128::MAX / CHUNK as u128 - (1 << 64)) as u64;
+
+/// `(hi * 2^64 + lo) / 10^19` and its remainder, for `hi < 10^19`. A 128-bit division is a
+/// library call with a hardware divide; this is two multiplications by a precomputed
+/// reciprocal (Möller and Granlund, "Improved division by invariant integers", 2011,
+/// algorithm 4), which needs a divisor with its top bit set, as 10^19 has.
+#[inline]
+fn div_chunk(hi: u64, lo: u64) -> (u64, u64) {
+    const _: () = assert!(CHUNK >= 1 << 63, "the divisor must be normalised");
+    // No overflow: hi * (2^64 + reciprocal) + lo < 2^128 for hi < CHUNK.
+    let estimate =
+        u128::from(CHUNK_RECIPROCAL) * u128::from(hi) + ((u128::from(hi) << 64) | u128::from(lo));
+    let mut q = ((estimate >> 64) as u64).wrapping_add(1);
+    let mut r = lo.wrapping_sub(q.wrapping_mul(CHUNK));
+    if r > estimate as u64 {
+        q = q.wrapping_sub(1);
+        r = r.wrapping_add(CHUNK);
+    }
+    if r >= CHUNK {
+        q += 1;
+        r -= CHUNK;
+    }
+    (q, r)
+}
+
+/// [`decimal_from_bytes`] for integers wider than 128 bits. PostgreSQL's unconstrained
+/// `numeric` reaches ~147,000 digits (~61 KB of bytes): each pass divides the whole number, as
+/// 64-bit limbs, by 10^19, so a pass costs one [`div_chunk`] per limb and yields 19 digits.
+/// Still quadratic, but 50 KB converts in tens of milliseconds rather than ~16 s.
 fn decimal_from_long_bytes(bytes: &[u8], scale: u32) -> String {
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
-    // Magnitude as big-endian bytes.
-    let mut mag: Vec<u8> = if negative {
-        let mut v: Vec<u8> = bytes.iter().map(|b| !b).collect();
-        for b in v.iter_mut().rev() {
-            let (r, carry) = b.overflowing_add(1);
-            *b = r;
-            if !carry {
-                break;
-            }
+    // The magnitude as big-endian 64-bit limbs; a negative number is its two's complement
+    // negated (invert, then add one from the least significant limb up).
+    let pad = (8 - bytes.len() % 8) % 8;
+    let fill = if negative { 0xFF } else { 0 };
+    let mut limbs: Vec<u64> = std::iter::repeat_n(fill, pad)
+        .chain(bytes.iter().copied())
+        .collect::<Vec<u8>>()
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("chunks of 8")))
+        .collect();
+    if negative {
+        let mut carry = true;
+        for limb in limbs.iter_mut().rev() {
+            (*limb, carry) = (!*limb).overflowing_add(u64::from(carry));
         }
-        v
-    } else {
-        bytes.to_vec()
-    };
-    // Repeated division by 10 on the byte string gives the decimal digits.
-    let mut digits = Vec::new();
-    while mag.iter().any(|&b| b != 0) {
-        let mut rem = 0u32;
-        for b in mag.iter_mut() {
-            let cur = (rem << 8) | u32::from(*b);
-            *b = (cur / 10) as u8;
-            rem = cur % 10;
-        }
-        digits.push(b'0' + rem as u8);
     }
-    digits.reverse();
-    with_scale(
-        negative,
-        std::str::from_utf8(&digits).expect("ascii digits"),
-        scale,
-    )
+    // Base-10^19 chunks, least significant first. Each sweep divides twice: the second
+    // division takes the first one's quotient limbs as they come out, and the two remainder
+    // chains do not wait on each other, so the processor overlaps them (50 KB: 78 -> 49 ms).
+    let mut chunks = Vec::with_capacity(limbs.len() * 64 / 63 + 2);
+    let mut start = limbs.iter().position(|&l| l != 0).unwrap_or(limbs.len());
+    while start < limbs.len() {
+        let (mut low, mut high) = (0, 0);
+        for limb in &mut limbs[start..] {
+            let q;
+            (q, low) = div_chunk(low, *limb);
+            (*limb, high) = div_chunk(high, q);
+        }
+        chunks.extend([low, high]);
+        while start < limbs.len() && limbs[start] == 0 {
+            start += 1;
+        }
+    }
+    // The last sweep's second division may have had nothing left to divide.
+    while chunks.last() == Some(&0) {
+        chunks.pop();
+    }
+    let mut digits = String::with_capacity(chunks.len() * 19);
+    for (i, chunk) in chunks.iter().rev().enumerate() {
+        // The most significant chunk without leading zeros, the others with all 19 digits.
+        let mut buf = itoa::Buffer::new();
+        let text = buf.format(*chunk);
+        if i > 0 {
+            digits.extend(std::iter::repeat_n('0', 19 - text.len()));
+        }
+        digits.push_str(text);
+    }
+    with_scale(negative, &digits, scale)
 }
 
 #[cfg(test)]
@@ -390,6 +438,91 @@ mod tests {
             decimal_from_base64(&wide, 2).unwrap(),
             "3402823669209384634633746074317682114.56"
         );
+    }
+
+    #[test]
+    fn division_by_the_reciprocal_matches_u128_division() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut cases = vec![(0, 0), (0, u64::MAX), (CHUNK - 1, u64::MAX), (CHUNK - 1, 0)];
+        for _ in 0..100_000 {
+            cases.push((next() % CHUNK, next()));
+        }
+        for (hi, lo) in cases {
+            let n = (u128::from(hi) << 64) | u128::from(lo);
+            let want = (
+                (n / u128::from(CHUNK)) as u64,
+                (n % u128::from(CHUNK)) as u64,
+            );
+            assert_eq!(div_chunk(hi, lo), want, "{hi} {lo}");
+        }
+    }
+
+    /// Big-endian two's-complement bytes of a decimal integer, built by multiplying and adding
+    /// (the opposite of the division under test), with 32-bit limbs.
+    fn twos_complement_bytes(digits: &str, negative: bool) -> Vec<u8> {
+        let mut limbs: Vec<u32> = vec![0]; // least significant first
+        for group in digits.as_bytes().chunks(9) {
+            let mul = 10u64.pow(group.len() as u32);
+            let mut carry: u64 = group.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'));
+            for limb in limbs.iter_mut() {
+                let t = u64::from(*limb) * mul + carry;
+                *limb = t as u32;
+                carry = t >> 32;
+            }
+            if carry > 0 {
+                limbs.push(carry as u32);
+            }
+        }
+        // A zero limb on top keeps the sign bit clear before negating.
+        limbs.push(0);
+        if negative {
+            let mut carry = true;
+            for limb in limbs.iter_mut() {
+                (*limb, carry) = (!*limb).overflowing_add(u32::from(carry));
+            }
+        }
+        limbs.iter().rev().flat_map(|l| l.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn very_long_decimals_convert_exactly() {
+        // 131,072 digits: PostgreSQL's limit before the point (~54 KB of bytes).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let digits: String = (0..131_072)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let d = (x % 10) as u8;
+                char::from(b'0' + if i == 0 { d.max(1) } else { d })
+            })
+            .collect();
+        let bytes = twos_complement_bytes(&digits, false);
+        assert!(bytes.len() > 50_000);
+        assert_eq!(decimal_from_bytes(&bytes, 0), digits);
+        let negative = twos_complement_bytes(&digits, true);
+        let (int, frac) = digits.split_at(digits.len() - 16_383);
+        assert_eq!(
+            decimal_from_bytes(&negative, 16_383),
+            format!("-{int}.{frac}")
+        );
+        // Chunks with inner zeros keep them: 10^200 + 7, and 10^19 exactly (one whole chunk).
+        let sparse = format!("1{}7", "0".repeat(199));
+        assert_eq!(
+            decimal_from_bytes(&twos_complement_bytes(&sparse, false), 0),
+            sparse
+        );
+        let chunk = twos_complement_bytes("10000000000000000000", false);
+        let mut wide = vec![0u8; 32 - chunk.len()];
+        wide.extend(chunk);
+        assert_eq!(decimal_from_bytes(&wide, 0), "10000000000000000000");
+        assert_eq!(decimal_from_bytes(&[0u8; 40], 3), "0.000");
     }
 
     #[test]
