@@ -676,6 +676,75 @@ fn enricher_hashes_with_salt() {
     );
 }
 
+/// A chain of one `misbehave` plugin in `mode`, with a create and a delete to run through it.
+fn editing(mode: &str) -> (PluginChain, Vec<Change>) {
+    let chain = PluginChain::build(&engine(), &[misbehave(mode)]).expect("plugin loads");
+    let changes = vec![
+        change(Op::Create, 1, json!(7), json!("1.00"), "pending"),
+        change(Op::Delete, 2, json!(7), json!("1.00"), "pending"),
+    ];
+    (chain, changes)
+}
+
+/// An edit of a key column would move the row away from its key: the change is rejected,
+/// unedited. A delete has no `after` image to edit, so its (ignored) edits refuse nothing.
+#[test]
+fn an_edit_of_a_key_column_is_rejected() {
+    let (mut chain, mut changes) = editing("edit-key");
+    let before = changes[0].clone();
+    assert_eq!(
+        chain.run(&mut changes),
+        vec![
+            Outcome::Reject {
+                plugin: "misbehave".into(),
+                reason: "plugin misbehave edited key column transaction_id; plugins may not change key columns".into(),
+            },
+            Outcome::Keep,
+        ]
+    );
+    assert_eq!(changes[0], before, "a refused edit is not applied");
+}
+
+/// An edit of one of floe's own columns would corrupt the MERGE: the change is rejected, the
+/// name upper-cased as in the warehouse. The pipeline sets which names are floe's; the chain
+/// keeps them across a reload.
+#[test]
+fn an_edit_of_floes_columns_is_rejected() {
+    let (mut chain, mut changes) = editing("edit-reserved");
+    assert_eq!(
+        chain.run(&mut changes),
+        vec![
+            Outcome::Reject {
+                plugin: "misbehave".into(),
+                reason: "plugin misbehave edited floe's column IS_DELETED; plugins may not change floe's columns".into(),
+            },
+            Outcome::Keep,
+        ]
+    );
+    assert_eq!(cell(&changes[0], "is_deleted"), None);
+
+    // Named otherwise, floe's flag leaves `is_deleted` free for plugins.
+    chain.set_reserved_columns(vec!["_floe_deleted".into()]);
+    assert_eq!(chain.run(&mut changes), vec![Outcome::Keep; 2]);
+    assert_eq!(
+        cell(&changes[0], "is_deleted"),
+        Some(&Cell::Value(json!(true)))
+    );
+
+    let plugins = PluginsConfig {
+        chain: vec![misbehave("keep")],
+        ..PluginsConfig::default()
+    };
+    let (reloader, mut chain) = ChainReloader::start(engine(), None, &plugins).expect("start");
+    chain.set_reserved_columns(vec!["_floe_deleted".into()]);
+    reloader
+        .hangup_flag()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reloader = reloader;
+    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert_eq!(chain.reserved_columns(), ["_FLOE_DELETED"]);
+}
+
 /// Loads `misbehave` in mode `init-stderr-panic` (stderr kept, or granted), expecting a load
 /// error naming it; returns the error's text.
 fn load_panicking_init(grants: &[&str]) -> String {

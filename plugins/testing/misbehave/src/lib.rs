@@ -1,6 +1,6 @@
 //! A plugin that misbehaves on command, for floe's own tests. Config:
 //! `{ "mode": "trap" | "loop" | "memory" | "sleep" | "poll" | "init-fail" | "init-stderr-panic"
-//!    | "keep" | "describe", "trigger": "text",
+//!    | "edit-key" | "edit-reserved" | "keep" | "describe", "trigger": "text",
 //!    "reads": ["column", ...], "before": bool }`.
 //! With `trigger`, it misbehaves only on batches where some `after` image holds that exact
 //! text value, and keeps every change otherwise. `reads` and `before` are what its `init`
@@ -10,6 +10,8 @@
 //! `sleep` and `poll` wait 30 s inside a host call (`std::thread::sleep`, and `poll(2)` with no
 //! descriptors and a timeout: a WASI monotonic-clock timer), where no Wasm code runs for an
 //! epoch deadline to interrupt. `init-stderr-panic` writes to stderr in `init`, then panics.
+//! `edit-key` keeps each change with an edit setting its first key column, `edit-reserved`
+//! with one setting `is_deleted`: edits floe must refuse.
 
 wit_bindgen::generate!({
     path: "../../../wit/floe-plugin@0.3.0",
@@ -19,7 +21,7 @@ wit_bindgen::generate!({
 use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
-use floe::plugin::types::{Reads, Table, Value};
+use floe::plugin::types::{Edit, Field, Reads, Table, Value};
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Default)]
@@ -128,7 +130,21 @@ impl Guest for Misbehave {
                 })
                 .collect();
         }
-        changes.iter().map(|_| Decision::Keep(Vec::new())).collect()
+        let column = match cfg.mode.as_str() {
+            "edit-key" => table.key.first().cloned(),
+            "edit-reserved" => Some("is_deleted".to_string()),
+            _ => None,
+        };
+        changes
+            .iter()
+            .map(|_| match &column {
+                Some(name) => Decision::Keep(vec![Edit::Set(Field {
+                    name: name.clone(),
+                    value: Value::Boolean(true),
+                })]),
+                None => Decision::Keep(Vec::new()),
+            })
+            .collect()
     }
 }
 
