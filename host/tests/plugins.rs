@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -438,6 +439,37 @@ fn an_endless_loop_hits_the_deadline() {
     );
 }
 
+/// A plugin that waits inside a host call (no Wasm code runs for the epoch deadline to
+/// interrupt) faults at its deadline like a busy loop, with its clocks frozen or real.
+fn waiting_hits_the_deadline(mode: &str) {
+    for grants in [vec![], vec!["clock".to_string()]] {
+        let mut s = misbehave(mode);
+        s.grants = grants.clone();
+        let started = Instant::now();
+        let reason = fault_then_recover(s);
+        // The plugin waits 30 s; 10 s guards against a hang, not a speed.
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "{mode} {grants:?}: took {took:?}"
+        );
+        assert!(
+            reason.contains("deadline") && reason.contains("200 ms"),
+            "{mode} {grants:?}: {reason}"
+        );
+    }
+}
+
+#[test]
+fn a_sleeping_plugin_hits_the_deadline() {
+    waiting_hits_the_deadline("sleep");
+}
+
+#[test]
+fn a_plugin_polling_a_timer_hits_the_deadline() {
+    waiting_hits_the_deadline("poll");
+}
+
 #[test]
 fn fuel_bounds_an_endless_loop() {
     let mut s = misbehave("loop");
@@ -642,4 +674,137 @@ fn enricher_hashes_with_salt() {
             "262cd7e8d3156b5b97113a373c84d53289db4530e285d5c8db3e9874abc891a9"
         )))
     );
+}
+
+/// A chain of one `misbehave` plugin in `mode`, with a create and a delete to run through it.
+fn editing(mode: &str) -> (PluginChain, Vec<Change>) {
+    let chain = PluginChain::build(&engine(), &[misbehave(mode)]).expect("plugin loads");
+    let changes = vec![
+        change(Op::Create, 1, json!(7), json!("1.00"), "pending"),
+        change(Op::Delete, 2, json!(7), json!("1.00"), "pending"),
+    ];
+    (chain, changes)
+}
+
+/// An edit of a key column would move the row away from its key: the change is rejected,
+/// unedited. A delete has no `after` image to edit, so its (ignored) edits refuse nothing.
+#[test]
+fn an_edit_of_a_key_column_is_rejected() {
+    let (mut chain, mut changes) = editing("edit-key");
+    let before = changes[0].clone();
+    assert_eq!(
+        chain.run(&mut changes),
+        vec![
+            Outcome::Reject {
+                plugin: "misbehave".into(),
+                reason: "plugin misbehave edited key column transaction_id; plugins may not change key columns".into(),
+            },
+            Outcome::Keep,
+        ]
+    );
+    assert_eq!(changes[0], before, "a refused edit is not applied");
+}
+
+/// An edit of one of floe's own columns would corrupt the MERGE: the change is rejected, the
+/// name upper-cased as in the warehouse. The pipeline sets which names are floe's; the chain
+/// keeps them across a reload.
+#[test]
+fn an_edit_of_floes_columns_is_rejected() {
+    let (mut chain, mut changes) = editing("edit-reserved");
+    assert_eq!(
+        chain.run(&mut changes),
+        vec![
+            Outcome::Reject {
+                plugin: "misbehave".into(),
+                reason: "plugin misbehave edited floe's column IS_DELETED; plugins may not change floe's columns".into(),
+            },
+            Outcome::Keep,
+        ]
+    );
+    assert_eq!(cell(&changes[0], "is_deleted"), None);
+
+    // Named otherwise, floe's flag leaves `is_deleted` free for plugins.
+    chain.set_reserved_columns(vec!["_floe_deleted".into()]);
+    assert_eq!(chain.run(&mut changes), vec![Outcome::Keep; 2]);
+    assert_eq!(
+        cell(&changes[0], "is_deleted"),
+        Some(&Cell::Value(json!(true)))
+    );
+
+    let plugins = PluginsConfig {
+        chain: vec![misbehave("keep")],
+        ..PluginsConfig::default()
+    };
+    let (reloader, mut chain) = ChainReloader::start(engine(), None, &plugins).expect("start");
+    chain.set_reserved_columns(vec!["_floe_deleted".into()]);
+    reloader
+        .hangup_flag()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reloader = reloader;
+    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert_eq!(chain.reserved_columns(), ["_FLOE_DELETED"]);
+}
+
+/// Loads `misbehave` in mode `init-stderr-panic` (stderr kept, or granted), expecting a load
+/// error naming it; returns the error's text.
+fn load_panicking_init(grants: &[&str]) -> String {
+    let mut s = misbehave("init-stderr-panic");
+    s.grants = grants.iter().map(|g| g.to_string()).collect();
+    let err = PluginChain::build(&engine(), &[s])
+        .err()
+        .expect("a panicking init refuses the plugin");
+    assert!(matches!(err, PluginError::Init { .. }), "{err}");
+    assert_eq!(err.plugin(), "misbehave");
+    err.to_string()
+}
+
+/// `init` writing to stderr (a blocking WASI call) then panicking is a load error naming the
+/// plugin wherever floe loads it: on a plain thread, inside the runtime's `block_on` (startup),
+/// on a runtime worker (reload), or in a current-thread runtime. floe survives and loads on.
+#[test]
+fn a_panicking_init_that_writes_stderr_is_a_load_error() {
+    let check = |text: &str, grants: &[&str]| {
+        assert!(
+            text.contains("plugin `misbehave`: init failed"),
+            "{grants:?}: {text}"
+        );
+        if grants.is_empty() {
+            // Kept stderr: its last lines explain the fault.
+            assert!(
+                text.contains("misbehave: panicking in init as configured"),
+                "{text}"
+            );
+        }
+    };
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for grants in [&[][..], &["stderr"][..]] {
+        check(&load_panicking_init(grants), grants);
+        check(
+            &multi.block_on(async { load_panicking_init(grants) }),
+            grants,
+        );
+        let owned: Vec<&'static str> = grants.to_vec();
+        let on_worker = multi
+            .block_on(multi.spawn(async move { load_panicking_init(&owned) }))
+            .expect("the worker survives");
+        check(&on_worker, grants);
+        check(
+            &single.block_on(async { load_panicking_init(grants) }),
+            grants,
+        );
+    }
+    // Still standing: a plugin loads and runs, inside the runtime too.
+    let outcomes = multi.block_on(async {
+        let mut chain = PluginChain::build(&engine(), &[misbehave("keep")]).expect("loads");
+        chain.run(&mut [change(Op::Create, 1, json!(7), json!("1.00"), "pending")])
+    });
+    assert_eq!(outcomes, vec![Outcome::Keep]);
 }

@@ -34,7 +34,7 @@ def test_the_rust_validator_matches_the_recorded_decisions(rust):
     golden = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
     assert rust == golden
     kinds = [d["decision"] for d in rust]
-    assert kinds.count("keep") == 17 and kinds.count("reject") == 22
+    assert kinds.count("keep") == 17 and kinds.count("reject") == 23
 
 
 @pytest.mark.parametrize("example", ["guide_validator_py.wasm", "guide_validator_js.wasm"])

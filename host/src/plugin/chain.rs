@@ -1,10 +1,12 @@
 //! The plugin chain: the ordered plugins each change passes through, and what they decided.
 //! A change leaves the chain at the first plugin that drops or rejects it (or faults on it);
-//! the others see it with the edits of the plugins before them.
+//! the others see it with the edits of the plugins before them. It also guards the columns
+//! plugins may not edit (the key, floe's own): such an edit rejects the change.
 
 use std::time::{Duration, Instant};
 
 use super::bindings::exports::floe::plugin::transform::Decision;
+use super::bindings::floe::plugin::types::Edit;
 use super::convert::{apply_edits, reaches_plugins, ColumnCache};
 use super::engine::{LoadedPlugin, PluginEngine};
 use super::PluginError;
@@ -43,11 +45,44 @@ impl Entry {
     }
 }
 
+/// The columns floe writes itself into the warehouse and stage tables, which plugins may not
+/// edit (the pipeline may set others: see [`PluginChain::set_reserved_columns`]).
+pub const DEFAULT_RESERVED_COLUMNS: &[&str] = &[
+    "IS_DELETED",
+    "CDC_OPERATION",
+    "CDC_TIMESTAMP",
+    "CDC_LSN",
+    "CDC_KAFKA_PARTITION",
+    "CDC_KAFKA_OFFSET",
+    "CDC_LOADED_AT",
+    "FLOE_ACTION",
+    "FLOE_UNCHANGED",
+];
+
+/// Name prefixes floe keeps for its own columns, whatever the reserved names are.
+const RESERVED_PREFIXES: &[&str] = &["CDC_", "FLOE_"];
+
 /// The running chain of plugins.
-#[derive(Default)]
 pub struct PluginChain {
     entries: Vec<Entry>,
     columns: ColumnCache,
+    /// The columns plugins may not edit.
+    reserved: ReservedColumns,
+}
+
+impl Default for PluginChain {
+    fn default() -> Self {
+        PluginChain {
+            entries: Vec::new(),
+            columns: ColumnCache::default(),
+            reserved: ReservedColumns::new(
+                DEFAULT_RESERVED_COLUMNS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+            ),
+        }
+    }
 }
 
 impl PluginChain {
@@ -67,8 +102,22 @@ impl PluginChain {
             .collect::<Result<Vec<_>, PluginError>>()?;
         Ok(PluginChain {
             entries,
-            columns: ColumnCache::default(),
+            ..PluginChain::default()
         })
+    }
+
+    /// Sets the columns floe writes itself (metadata and staging columns), which plugins may
+    /// not edit: an edit that sets or removes one rejects its change. Compared with edits'
+    /// names after upper-casing both, as Snowflake names columns; names starting with `CDC_` or
+    /// `FLOE_` are floe's whatever this list says. Defaults to [`DEFAULT_RESERVED_COLUMNS`];
+    /// a reloaded chain keeps the list of the chain it replaces.
+    pub fn set_reserved_columns(&mut self, names: Vec<String>) {
+        self.reserved = ReservedColumns::new(names);
+    }
+
+    /// The upper-cased names set by [`PluginChain::set_reserved_columns`].
+    pub fn reserved_columns(&self) -> &[String] {
+        &self.reserved.names
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,7 +171,15 @@ impl PluginChain {
                     for (i, decision) in indexes.into_iter().zip(decisions) {
                         match decision {
                             Decision::Keep(edits) => {
-                                apply_edits(&mut changes[i], edits, &mut self.columns)
+                                match forbidden_edit(&name, &changes[i], &edits, &self.reserved) {
+                                    Some(reason) => {
+                                        outcomes[i] = Outcome::Reject {
+                                            plugin: name.clone(),
+                                            reason,
+                                        }
+                                    }
+                                    None => apply_edits(&mut changes[i], edits, &mut self.columns),
+                                }
                             }
                             Decision::Drop => {
                                 outcomes[i] = Outcome::Drop {
@@ -156,5 +213,151 @@ impl PluginChain {
             entry.seen += handed;
         }
         outcomes
+    }
+}
+
+/// Why `plugin`'s `edits` of `change` are refused, if they are: an edit (set or remove) of a
+/// key column would move the row away from its key, and one of floe's own columns would
+/// corrupt the MERGE that loads it (whether a row is deleted, which change is newer). A change
+/// without an `after` image takes no edits, so none are refused.
+fn forbidden_edit(
+    plugin: &str,
+    change: &Change,
+    edits: &[Edit],
+    reserved: &ReservedColumns,
+) -> Option<String> {
+    change.after.as_ref()?;
+    edits.iter().find_map(|edit| {
+        let name = match edit {
+            Edit::Set(field) => field.name.as_str(),
+            Edit::Remove(name) => name.as_str(),
+        };
+        if change.key.iter().any(|(key, _)| same_column(key, name)) {
+            return Some(format!(
+                "plugin {plugin} edited key column {name}; plugins may not change key columns"
+            ));
+        }
+        reserved.contains(name).then(|| {
+            format!(
+                "plugin {plugin} edited floe's column {}; plugins may not change floe's columns",
+                name.to_uppercase()
+            )
+        })
+    })
+}
+
+/// Whether `a` and `b` name the same warehouse column (Snowflake upper-cases names). ASCII
+/// names, nearly all, are compared without allocating.
+fn same_column(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_uppercase() == b.to_uppercase()
+    }
+}
+
+/// floe's columns: the reserved names (upper-cased) and floe's prefixes. Every edit of every
+/// kept change is checked (a plugin sets several columns per change), so most names are
+/// cleared by their first letter alone.
+struct ReservedColumns {
+    names: Vec<String>,
+    /// `initials[b]`: some reserved name or prefix starts with the ASCII letter `b`, either case.
+    initials: [bool; 128],
+}
+
+impl ReservedColumns {
+    fn new(names: Vec<String>) -> Self {
+        let names: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
+        let mut initials = [false; 128];
+        for first in names
+            .iter()
+            .map(String::as_str)
+            .chain(RESERVED_PREFIXES.iter().copied())
+            .filter_map(|n| n.bytes().next())
+        {
+            if first.is_ascii() {
+                initials[first.to_ascii_uppercase() as usize] = true;
+                initials[first.to_ascii_lowercase() as usize] = true;
+            }
+        }
+        ReservedColumns { names, initials }
+    }
+
+    /// Whether `name` is one of floe's columns.
+    fn contains(&self, name: &str) -> bool {
+        match name.bytes().next() {
+            None => self.names.iter().any(|n| n.is_empty()),
+            Some(first) if first.is_ascii() && name.is_ascii() => {
+                self.initials[first as usize]
+                    && (RESERVED_PREFIXES
+                        .iter()
+                        .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
+                        || self.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+            }
+            // Upper-casing may turn a non-ASCII letter into an ASCII one ("ı" into "I").
+            Some(_) => {
+                let upper = name.to_uppercase();
+                RESERVED_PREFIXES.iter().any(|p| upper.starts_with(p))
+                    || self.names.contains(&upper)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserved() -> ReservedColumns {
+        PluginChain::default().reserved
+    }
+
+    fn is_reserved(name: &str, r: &ReservedColumns) -> bool {
+        r.contains(name)
+    }
+
+    #[test]
+    fn floes_columns_are_recognised_whatever_their_case() {
+        let r = reserved();
+        for name in [
+            "IS_DELETED",
+            "is_deleted",
+            "Cdc_Lsn",
+            "floe_action",
+            "cdc_anything",
+            "FLOE_",
+        ] {
+            assert!(is_reserved(name, &r), "{name}");
+        }
+        // Upper-cased, a dotless i is an I: Snowflake would name this column IS_DELETED.
+        assert!(is_reserved("\u{131}s_deleted", &r));
+        for name in [
+            "status",
+            "deleted",
+            "is_deleted_at",
+            "cdc",
+            "my_cdc_lsn",
+            "\u{e9}t\u{e9}",
+        ] {
+            assert!(!is_reserved(name, &r), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_reserved_names_can_be_replaced_but_not_the_prefixes() {
+        let mut chain = PluginChain::default();
+        chain.set_reserved_columns(vec!["_deleted".into(), "Loaded_At".into()]);
+        assert_eq!(chain.reserved_columns(), ["_DELETED", "LOADED_AT"]);
+        let r = &chain.reserved;
+        assert!(is_reserved("_Deleted", r) && is_reserved("loaded_at", r));
+        assert!(!is_reserved("is_deleted", r) && !is_reserved("status", r));
+        assert!(is_reserved("cdc_lsn", r) && is_reserved("FLOE_ACTION", r));
+    }
+
+    #[test]
+    fn key_columns_compare_as_warehouse_names() {
+        assert!(same_column("transaction_id", "TRANSACTION_ID"));
+        assert!(same_column("stra\u{df}e", "STRASSE"));
+        assert!(!same_column("id", "ids"));
     }
 }

@@ -1,13 +1,16 @@
 //! The Wasmtime side of plugins: one engine for the process, components compiled once (and
 //! cached on disk by content hash), one sandboxed store per plugin. Every engine knob is set
-//! here, with why. Owns limits (memory, time, fuel), grants, and turning a trap into a
-//! [`PluginError::Fault`] that names the plugin; it does not decide what happens to records.
+//! here, with why. Owns limits (memory, time, fuel), grants, where plugin code runs (off the
+//! async runtime, a host panic caught), and turning a trap into a [`PluginError::Fault`] that
+//! names the plugin; it does not decide what happens to records.
 
+use std::any::Any;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
@@ -25,6 +28,7 @@ use super::bindings::floe::plugin::log::{self, Level};
 use super::bindings::floe::plugin::types::Table as WitTable;
 use super::bindings::{Plugin, PluginPre, WIT_PACKAGE, WIT_VERSION};
 use super::convert::{to_wit, Projection};
+use super::poll::{DeadlinePoll, DeadlinePollView};
 use super::PluginError;
 use crate::change::{Change, TableId};
 use crate::config::PluginConfig;
@@ -79,6 +83,17 @@ impl EngineLinker {
         // WASI is linked because every wasm32-wasip2 toolchain imports it, but each store's
         // WasiCtx grants nothing unless the plugin's config does (see `sandbox`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // WASI's `wasi:io/poll` waits as long as the plugin asks; this one stops at the call's
+        // deadline, which epoch interruption cannot enforce inside a host call (see `poll.rs`).
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::sync::io::poll::add_to_linker::<PluginState, DeadlinePoll>(
+            &mut linker,
+            |s| DeadlinePollView {
+                table: &mut s.table,
+                deadline: s.deadline,
+            },
+        )?;
+        linker.allow_shadowing(false);
         Plugin::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
             &mut linker,
             |s| s,
@@ -275,36 +290,36 @@ impl LoadedPlugin {
         &self.digest
     }
 
-    /// Instantiates the component in a fresh sandbox and calls `init` with its config.
+    /// Instantiates the component in a fresh sandbox and calls `init` with its config (off the
+    /// async runtime, a host panic caught: see [`run_guest`]).
     fn start(&mut self) -> Result<(), PluginError> {
         let mut store = Store::new(self.pre.engine(), PluginState::new(&self.name, &self.spec));
         store.limiter(|s| &mut s.limits);
         self.arm(&mut store);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Init {
-                plugin: self.name.clone(),
-                reason: explain(&e, &store, &self.spec),
-            })?;
-        match instance
-            .floe_plugin_transform()
-            .call_init(&mut store, &self.config)
-        {
-            Ok(Ok(reads)) => self.projection = Projection::new(reads),
-            Ok(Err(reason)) => {
-                return Err(PluginError::Init {
-                    plugin: self.name.clone(),
-                    reason,
-                })
+        let (pre, config, spec) = (&self.pre, &self.config, &self.spec);
+        let outcome = run_guest(|| {
+            let instance = pre
+                .instantiate(&mut store)
+                .map_err(|e| explain(&e, &store, spec))?;
+            match instance
+                .floe_plugin_transform()
+                .call_init(&mut store, config)
+            {
+                Ok(Ok(reads)) => Ok((instance, reads)),
+                Ok(Err(reason)) => Err(reason),
+                Err(e) => Err(explain(&e, &store, spec)),
             }
-            Err(e) => {
-                return Err(PluginError::Init {
-                    plugin: self.name.clone(),
-                    reason: explain(&e, &store, &self.spec),
-                })
-            }
-        }
+        });
+        let init_failed = |reason: String| PluginError::Init {
+            plugin: self.name.clone(),
+            reason,
+        };
+        let (instance, reads) = match outcome {
+            Ok(Ok(started)) => started,
+            Ok(Err(reason)) => return Err(init_failed(reason)),
+            Err(why) => return Err(init_failed(with_stderr(why, &store))),
+        };
+        self.projection = Projection::new(reads);
         self.running = Some((store, instance));
         Ok(())
     }
@@ -318,6 +333,9 @@ impl LoadedPlugin {
             .max(1);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        // The same deadline for waits inside host calls, which epochs cannot interrupt.
+        store.data_mut().deadline =
+            Instant::now().checked_add(Duration::from_millis(self.spec.timeout_ms));
         if let Some(fuel) = self.spec.fuel {
             // Cannot fail: fuel is only set on plugins that run on the fuel-metering engine.
             let _ = store.set_fuel(fuel);
@@ -369,27 +387,35 @@ impl LoadedPlugin {
             self.running = Some((store, instance));
             return Err(self.fault("a truncate was handed to the plugin".into()));
         };
-        match instance.floe_plugin_transform().call_process(
-            &mut store,
-            WitTable {
-                schema: &table.schema,
-                name: &table.table,
-                key: &call.key,
-                columns: &call.columns,
-            },
-            &call.changes,
-        ) {
-            Ok(decisions) if decisions.len() == changes.len() => {
+        let spec = &self.spec;
+        let outcome = run_guest(|| {
+            instance
+                .floe_plugin_transform()
+                .call_process(
+                    &mut store,
+                    WitTable {
+                        schema: &table.schema,
+                        name: &table.table,
+                        key: &call.key,
+                        columns: &call.columns,
+                    },
+                    &call.changes,
+                )
+                .map_err(|e| explain(&e, &store, spec))
+        });
+        match outcome {
+            Ok(Ok(decisions)) if decisions.len() == changes.len() => {
                 self.running = Some((store, instance));
                 Ok(decisions)
             }
             // A fault leaves the instance behind: the next call starts a fresh one.
-            Ok(decisions) => Err(self.fault(format!(
+            Ok(Ok(decisions)) => Err(self.fault(format!(
                 "returned {} decisions for {} changes",
                 decisions.len(),
                 changes.len()
             ))),
-            Err(e) => Err(self.fault(explain(&e, &store, &self.spec))),
+            Ok(Err(reason)) => Err(self.fault(reason)),
+            Err(why) => Err(self.fault(with_stderr(why, &store))),
         }
     }
 
@@ -399,6 +425,45 @@ impl LoadedPlugin {
             reason,
         }
     }
+}
+
+/// Runs plugin code (instantiation, `init`, `process`) where it may block and where a panic
+/// cannot take floe down; `Err` says why it did not complete.
+///
+/// WASI's sync bindings block on Tokio inside host calls (a write to stderr, a sleep), which
+/// panics on a thread that drives async tasks ("cannot block the current thread from within a
+/// runtime"). floe loads plugins at startup inside `block_on` and reloads them on a runtime
+/// worker, so every entry into plugin code comes here rather than trusting each caller.
+/// `block_in_place` lends the thread to blocking work (other tasks move to another worker) and
+/// is a plain call outside a runtime or inside another `block_in_place`; a current-thread
+/// runtime cannot lend its only thread, so there the code runs on a thread of its own.
+/// A panic in floe's host code during the call (WASI's, Wasmtime's or floe's own) is caught
+/// and becomes the plugin's error: the store it left half-way is dropped by the caller.
+fn run_guest<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, String> {
+    let guarded = || std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| host_panic(&*p));
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("floe-plugin".into())
+                .spawn_scoped(scope, guarded)
+                .map_err(|e| format!("cannot start a thread for the plugin: {e}"))?
+                .join()
+                .unwrap_or_else(|p| Err(host_panic(&*p)))
+        }),
+        _ => tokio::task::block_in_place(guarded),
+    }
+}
+
+/// What to say about a panic caught by [`run_guest`] (it is floe's bug, not the plugin's, but
+/// the plugin's call is what it broke).
+fn host_panic(payload: &(dyn Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!(panic = %message, "floe panicked inside a plugin call; the plugin's instance is discarded");
+    format!("floe panicked in a host call: {message}")
 }
 
 /// Turns a Wasmtime error into what the user needs: which limit was hit, or the trap and the
@@ -422,7 +487,12 @@ fn explain(e: &wasmtime::Error, store: &Store<PluginState>, spec: &PluginConfig)
         Some(trap) => format!("trap: {trap}"),
         None => format!("{e:#}"),
     };
-    let stderr = state.stderr.contents();
+    with_stderr(base, store)
+}
+
+/// `base`, followed by the last lines the plugin wrote to stderr, if any.
+fn with_stderr(base: String, store: &Store<PluginState>) -> String {
+    let stderr = store.data().stderr.contents();
     let text = String::from_utf8_lossy(&stderr);
     // Rust's panic hint about RUST_BACKTRACE says nothing about the plugin.
     let last: Vec<&str> = text
@@ -447,6 +517,8 @@ pub struct PluginState {
     table: ResourceTable,
     limits: MemoryLimit,
     stderr: MemoryOutputPipe,
+    /// When the running call must end (set by `arm`); waits in `wasi:io/poll` stop there.
+    deadline: Option<Instant>,
 }
 
 impl PluginState {
@@ -487,6 +559,7 @@ impl PluginState {
                 denied: None,
             },
             stderr,
+            deadline: None,
         }
     }
 }
@@ -591,5 +664,46 @@ pub fn toml_to_json(v: &toml::Value) -> serde_json::Value {
                 .map(|(k, v)| (k.clone(), toml_to_json(v)))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_guest;
+
+    /// Plugin code may block on Tokio (WASI's sync bindings do) and a host panic during it is
+    /// the plugin's error, wherever floe calls it from.
+    fn blocks_and_survives_a_panic() {
+        let blocking = run_guest(|| {
+            wasmtime_wasi::runtime::in_tokio(async {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                7
+            })
+        });
+        assert_eq!(blocking, Ok(7));
+        let panicked = run_guest(|| -> u32 { panic!("boom in a host call") });
+        assert_eq!(
+            panicked,
+            Err("floe panicked in a host call: boom in a host call".to_string())
+        );
+    }
+
+    #[test]
+    fn plugin_code_runs_off_the_runtime_and_a_panic_is_an_error() {
+        blocks_and_survives_a_panic();
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        multi.block_on(async { blocks_and_survives_a_panic() });
+        multi
+            .block_on(multi.spawn(async { blocks_and_survives_a_panic() }))
+            .expect("a worker thread");
+        let single = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        single.block_on(async { blocks_and_survives_a_panic() });
     }
 }

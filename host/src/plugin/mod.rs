@@ -7,6 +7,7 @@ mod bindings;
 pub mod chain;
 pub(crate) mod convert;
 pub mod engine;
+mod poll;
 pub mod reload;
 pub mod trial;
 

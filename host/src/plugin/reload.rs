@@ -116,7 +116,9 @@ impl ChainReloader {
             "a watched file changed"
         };
         match PluginChain::build(&self.engine, &plugins.chain) {
-            Ok(new) => {
+            Ok(mut new) => {
+                // What the pipeline set on the chain is not in the plugins config: keep it.
+                new.set_reserved_columns(chain.reserved_columns().to_vec());
                 let names: Vec<String> = new.names().iter().map(|s| s.to_string()).collect();
                 *chain = new;
                 self.interval = Duration::from_millis(plugins.watch_interval_ms);

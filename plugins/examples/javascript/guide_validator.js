@@ -1,9 +1,9 @@
 // The guide's validation rules as a floe plugin, in JavaScript (componentize-js).
 //
 // transaction_id present and unique in the batch, user_id a positive integer, amount a valid
-// number when present, status one of the allowed values. Its twin is floe's Rust validator with
-// the same rules as config (config/local.toml): both must reach the same decisions with the same
-// reasons, and floe's tests check that they do.
+// number when present, status present and one of the allowed values. Its twin is floe's Rust
+// validator with the same rules as config (config/local.toml): both must reach the same
+// decisions with the same reasons, and floe's tests check that they do.
 //
 // Build: scripts/build-plugins.sh (or: npx jco componentize guide_validator.js
 //   --wit ../../../wit/floe-plugin@0.3.0 --world-name plugin -o guide_validator.wasm)
@@ -114,7 +114,9 @@ export const transform = {
       }
 
       const status = at(after, statusAt);
-      if (!absent(status) && !unchanged(status) && !ALLOWED_STATUSES.includes(text(status))) {
+      if (absent(status)) {
+        failures.push("status: is required");
+      } else if (!unchanged(status) && !ALLOWED_STATUSES.includes(text(status))) {
         failures.push(`status: must be one of ${ALLOWED_STATUSES.join(", ")}`);
       }
 

@@ -1,9 +1,9 @@
 """The guide's validation rules as a floe plugin, in Python (componentize-py).
 
 transaction_id present and unique in the batch, user_id a positive integer, amount a valid
-number when present, status one of the allowed values. Its twin is floe's Rust validator with
-the same rules as config (config/local.toml): both must reach the same decisions with the same
-reasons, and floe's tests check that they do.
+number when present, status present and one of the allowed values. Its twin is floe's Rust
+validator with the same rules as config (config/local.toml): both must reach the same decisions
+with the same reasons, and floe's tests check that they do.
 
 Build: scripts/build-plugins.sh (or: componentize-py -d ../../../wit/floe-plugin@0.3.0 -w plugin
 componentize guide_validator -o guide_validator.wasm)
@@ -116,7 +116,9 @@ class Transform(exports.Transform):
                     failures.append("amount: must be a number")
 
             status = at(after, status_at)
-            if not absent(status) and not isinstance(status, t.Value_Unchanged):
+            if absent(status):
+                failures.append("status: is required")
+            elif not isinstance(status, t.Value_Unchanged):
                 if text(status) not in ALLOWED_STATUSES:
                     failures.append(f"status: must be one of {', '.join(ALLOWED_STATUSES)}")
 

@@ -1,10 +1,17 @@
 //! A plugin that misbehaves on command, for floe's own tests. Config:
-//! `{ "mode": "trap" | "loop" | "memory" | "init-fail" | "keep" | "describe", "trigger": "text",
+//! `{ "mode": "trap" | "loop" | "memory" | "sleep" | "poll" | "init-fail" | "init-stderr-panic"
+//!    | "edit-key" | "edit-reserved" | "keep" | "describe", "trigger": "text",
 //!    "reads": ["column", ...], "before": bool }`.
 //! With `trigger`, it misbehaves only on batches where some `after` image holds that exact
 //! text value, and keeps every change otherwise. `reads` and `before` are what its `init`
 //! returns (every column and `before` by default); `describe` rejects each change with what it
 //! was handed: `table=s.t after=a,b before=c,d` (`-` for an absent image).
+//!
+//! `sleep` and `poll` wait 30 s inside a host call (`std::thread::sleep`, and `poll(2)` with no
+//! descriptors and a timeout: a WASI monotonic-clock timer), where no Wasm code runs for an
+//! epoch deadline to interrupt. `init-stderr-panic` writes to stderr in `init`, then panics.
+//! `edit-key` keeps each change with an edit setting its first key column, `edit-reserved`
+//! with one setting `is_deleted`: edits floe must refuse.
 
 wit_bindgen::generate!({
     path: "../../../wit/floe-plugin@0.3.0",
@@ -14,7 +21,7 @@ wit_bindgen::generate!({
 use std::cell::RefCell;
 
 use exports::floe::plugin::transform::{Change, Decision, Guest};
-use floe::plugin::types::{Reads, Table, Value};
+use floe::plugin::types::{Edit, Field, Reads, Table, Value};
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Default)]
@@ -30,13 +37,21 @@ thread_local! {
     static CONFIG: RefCell<Config> = RefCell::new(Config::default());
 }
 
+/// How long `sleep` and `poll` wait: far beyond any deadline a test sets.
+const LONG_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 struct Misbehave;
 
 impl Guest for Misbehave {
     fn init(config: String) -> Result<Reads, String> {
         let cfg: Config = serde_json::from_str(&config).map_err(|e| e.to_string())?;
-        if cfg.mode == "init-fail" {
-            return Err("misbehave: failing init as configured".into());
+        match cfg.mode.as_str() {
+            "init-fail" => return Err("misbehave: failing init as configured".into()),
+            "init-stderr-panic" => {
+                eprintln!("misbehave: writing to stderr in init");
+                panic!("misbehave: panicking in init as configured");
+            }
+            _ => {}
         }
         let reads = Reads {
             columns: cfg.reads.clone(),
@@ -65,6 +80,12 @@ impl Guest for Misbehave {
                     loop {
                         n = std::hint::black_box(n.wrapping_add(1));
                     }
+                }
+                "sleep" => std::thread::sleep(LONG_WAIT),
+                "poll" => {
+                    // No descriptors: only the timeout's monotonic-clock pollable is polled.
+                    // SAFETY: a null list of zero descriptors is what poll(2) allows.
+                    unsafe { libc::poll(std::ptr::null_mut(), 0, LONG_WAIT.as_millis() as i32) };
                 }
                 "memory" => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -109,7 +130,21 @@ impl Guest for Misbehave {
                 })
                 .collect();
         }
-        changes.iter().map(|_| Decision::Keep(Vec::new())).collect()
+        let column = match cfg.mode.as_str() {
+            "edit-key" => table.key.first().cloned(),
+            "edit-reserved" => Some("is_deleted".to_string()),
+            _ => None,
+        };
+        changes
+            .iter()
+            .map(|_| match &column {
+                Some(name) => Decision::Keep(vec![Edit::Set(Field {
+                    name: name.clone(),
+                    value: Value::Boolean(true),
+                })]),
+                None => Decision::Keep(Vec::new()),
+            })
+            .collect()
     }
 }
 
