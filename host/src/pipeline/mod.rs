@@ -103,8 +103,17 @@ impl Pipeline {
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("floe-plugin-cache")),
         ))?;
-        let (reloader, chain) = ChainReloader::start(engine, config_path, &cfg.plugins)
+        let (reloader, mut chain) = ChainReloader::start(engine, config_path, &cfg.plugins)
             .context("loading the plugin chain")?;
+        // Plugins may not edit floe's own columns (a reloaded chain keeps the list).
+        chain.set_reserved_columns(
+            cfg.snowflake
+                .columns
+                .named()
+                .iter()
+                .map(|(_, name)| name.to_string())
+                .collect(),
+        );
         if !chain.is_empty() {
             info!(plugins = ?chain.names(), on_fault = ?cfg.plugins.on_fault, "plugin chain ready");
         }
