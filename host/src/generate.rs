@@ -126,12 +126,18 @@ impl Generator {
         Some(format!("{}.{:02}", cents / 100, cents % 100))
     }
 
+    /// One of `from`, or (one time in 25) NULL.
     fn pick(&mut self, from: &[&str]) -> Option<String> {
         if self.rng.gen_ratio(1, 25) {
             None
         } else {
-            Some(from[self.rng.gen_range(0..from.len())].to_string())
+            Some(self.pick_one(from))
         }
+    }
+
+    /// One of `from`, never NULL.
+    fn pick_one(&mut self, from: &[&str]) -> String {
+        from[self.rng.gen_range(0..from.len())].to_string()
     }
 
     fn metadata(&mut self) -> Option<serde_json::Value> {
@@ -150,7 +156,8 @@ impl Generator {
         let user_id: i32 = self.rng.gen_range(1..5_000);
         let amount = self.amount();
         let currency = self.pick(CURRENCIES);
-        let status = self.pick(STATUSES);
+        // The guide's rules require a status: the generated rows are valid ones.
+        let status = self.pick_one(STATUSES);
         let method = self.pick(METHODS);
         let description = self.description();
         let metadata = self.metadata().map(|m| m.to_string());
@@ -170,7 +177,7 @@ impl Generator {
     /// Updates status and amount (and, one time in ten, the description), leaving long
     /// descriptions untouched most of the time.
     async fn update(&mut self, id: i64) -> anyhow::Result<()> {
-        let status = self.pick(STATUSES);
+        let status = self.pick_one(STATUSES);
         let amount = self.amount();
         let n = if self.rng.gen_ratio(1, 10) {
             let description = self.description();

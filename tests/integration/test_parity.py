@@ -20,8 +20,8 @@ EDGE_TEXTS = [
 def edge_cases(pg) -> list[int]:
     """Rows that exercise the awkward paths; returns the ids of the long-description rows."""
     with pg.cursor() as cur:
-        # Every nullable column NULL.
-        cur.execute("INSERT INTO transactions (user_id) VALUES (1)")
+        # Every nullable column NULL but status, which the guide's rules require.
+        cur.execute("INSERT INTO transactions (user_id, status) VALUES (1, 'pending')")
         for text in EDGE_TEXTS:
             cur.execute(
                 "INSERT INTO transactions (user_id, amount, currency, status, payment_method, description, metadata) "
@@ -36,11 +36,11 @@ def edge_cases(pg) -> list[int]:
                 cur.execute("UPDATE transactions SET status = %s, updated_at = now() WHERE transaction_id = %s", (status, tid))
         # Insert then delete inside one transaction.
         with pg.transaction():
-            cur.execute("INSERT INTO transactions (user_id) VALUES (4) RETURNING transaction_id")
+            cur.execute("INSERT INTO transactions (user_id, status) VALUES (4, 'failed') RETURNING transaction_id")
             gone = cur.fetchone()[0]
             cur.execute("DELETE FROM transactions WHERE transaction_id = %s", (gone,))
         # A primary-key change: Debezium sends a delete of the old key and a create of the new one.
-        cur.execute("INSERT INTO transactions (user_id) VALUES (5) RETURNING transaction_id")
+        cur.execute("INSERT INTO transactions (user_id, status) VALUES (5, 'completed') RETURNING transaction_id")
         moved = cur.fetchone()[0]
         cur.execute("UPDATE transactions SET transaction_id = %s WHERE transaction_id = %s", (moved + 50_000_000, moved))
         # Descriptions over 8 KB, stored out of line (TOAST).
