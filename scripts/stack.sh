@@ -153,8 +153,8 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$sock'
 wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
+max_wal_senders = 20
+max_replication_slots = 20
 EOF
   fi
   if ! as_postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
@@ -300,6 +300,7 @@ start_fakesnow() {
     say "starting the fakesnow server (Snowflake stand-in) on 127.0.0.1:$FAKESNOW_PORT"
     mkdir -p "$STACK/fakesnow-data"
     setsid "$VENV/bin/python" "$ROOT/stack/fakesnow_server.py" --port "$FAKESNOW_PORT" \
+      --latency-ms "${FLOE_FAKESNOW_LATENCY_MS:-0}" \
       --db-path "$STACK/fakesnow-data" >>"$LOGS/fakesnow.log" 2>&1 </dev/null &
     echo $! >"$RUN/fakesnow.pid"
   fi
