@@ -41,6 +41,19 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Target tables that cannot be loaded now, and why.
     pub blocked: Mutex<BTreeMap<String, String>>,
+    /// Counters of each target table.
+    pub tables: Mutex<BTreeMap<String, TableCounters>>,
+}
+
+/// What happened to one target table's records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableCounters {
+    /// Rows merged.
+    pub loaded: u64,
+    /// Changes a plugin rejected.
+    pub rejected: u64,
+    /// Messages dead-lettered because Snowflake refused their row or the table.
+    pub dead_lettered: u64,
 }
 
 impl Stats {
@@ -59,6 +72,20 @@ impl Stats {
                 blocked.remove(table);
             }
         }
+    }
+
+    /// Updates the counters of target table `table`.
+    pub fn table(&self, table: &str, update: impl FnOnce(&mut TableCounters)) {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        update(tables.entry(table.to_string()).or_default());
+    }
+
+    /// A copy of every table's counters.
+    pub fn table_counters(&self) -> BTreeMap<String, TableCounters> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The blocked target tables, by name.
@@ -179,12 +206,39 @@ impl Stats {
                 "# HELP floe_consumer_lag Messages behind the committed offsets.\n# TYPE floe_consumer_lag gauge\nfloe_consumer_lag {lag}\n"
             ));
         }
+        let tables = self.table_counters();
+        if !tables.is_empty() {
+            for (name, help, get) in [
+                (
+                    "floe_table_rows_loaded_total",
+                    "Rows merged into a target table.",
+                    (|c: &TableCounters| c.loaded) as fn(&TableCounters) -> u64,
+                ),
+                (
+                    "floe_table_changes_rejected_total",
+                    "Changes of a target table a plugin rejected.",
+                    |c| c.rejected,
+                ),
+                (
+                    "floe_table_dead_lettered_total",
+                    "Messages of a target table dead-lettered because Snowflake refused the row or the table.",
+                    |c| c.dead_lettered,
+                ),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+                for (t, c) in &tables {
+                    out.push_str(&format!("{name}{{table=\"{}\"}} {}\n", label(t), get(c)));
+                }
+            }
+        }
         let blocked = self.blocked_tables();
         if !blocked.is_empty() {
             out.push_str("# HELP floe_table_blocked A target table that cannot be loaded now (its records are dead-lettered or held).\n# TYPE floe_table_blocked gauge\n");
             for t in blocked {
-                let label = t.replace('\\', "\\\\").replace('"', "\\\"");
-                out.push_str(&format!("floe_table_blocked{{table=\"{label}\"}} 1\n"));
+                out.push_str(&format!(
+                    "floe_table_blocked{{table=\"{}\"}} 1\n",
+                    label(&t)
+                ));
             }
         }
         if let Some(rss) = peak_rss_bytes() {
@@ -201,6 +255,14 @@ impl Stats {
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest request head read; Prometheus sends a few hundred bytes.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// A Prometheus label value: backslashes, quotes and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
 
 /// Serves `GET /metrics` on `addr` until the task is aborted. Any other path gets a 404. A
 /// deliberately small HTTP/1.1 server: one request per connection, the request head read within
@@ -327,6 +389,32 @@ mod tests {
         assert!(text.contains("floe_rows_loaded_total 42\n"), "{text}");
         assert!(text.contains("# TYPE floe_consumer_lag gauge\nfloe_consumer_lag 7\n"));
         assert_eq!(text.matches("# TYPE").count(), 15);
+    }
+
+    #[test]
+    fn counters_carry_their_table_and_blocked_tables_are_named() {
+        let s = Stats::default();
+        s.table("ORDERS", |c| c.loaded += 5);
+        s.table("ORDERS", |c| c.loaded += 2);
+        s.table("S2_ORDERS", |c| c.rejected += 1);
+        s.table("COLLIDES", |c| c.dead_lettered += 3);
+        s.set_blocked("COLLIDES", Some("column collides"));
+        let text = s.prometheus(&AtomicI64::new(0));
+        assert!(
+            text.contains("floe_table_rows_loaded_total{table=\"ORDERS\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("floe_table_changes_rejected_total{table=\"S2_ORDERS\"} 1\n"));
+        assert!(text.contains("floe_table_dead_lettered_total{table=\"COLLIDES\"} 3\n"));
+        assert!(text.contains("floe_table_blocked{table=\"COLLIDES\"} 1\n"));
+        assert!(s
+            .line(&AtomicI64::new(0))
+            .ends_with(" lag=0 blocked=COLLIDES"));
+        s.set_blocked("COLLIDES", None);
+        assert!(!s
+            .prometheus(&AtomicI64::new(0))
+            .contains("floe_table_blocked"));
+        assert!(s.line(&AtomicI64::new(0)).ends_with(" lag=0"));
     }
 
     #[tokio::test]

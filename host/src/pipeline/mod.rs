@@ -254,6 +254,7 @@ impl Pipeline {
         }
         self.commit();
         let peak_mb = crate::metrics::peak_rss_bytes().map_or(0, |b| b / (1024 * 1024));
+        self.source.measure_lag();
         info!(stats = %self.stats.line(&self.source.lag_handle()), peak_rss_mb = peak_mb, "floe stopped");
         reporter.abort();
         if let Some(p) = prometheus {
@@ -492,6 +493,8 @@ impl Pipeline {
                         other => return other,
                     }
                 }
+                self.stats
+                    .table(&target, |c| c.dead_lettered += msgs.len() as u64);
             }
             TableErrorPolicy::Pause => {
                 b.retry_at = Instant::now() + b.backoff;
@@ -585,6 +588,8 @@ impl Pipeline {
                 let error = match self.sink.load_table(table, tb, &tb.rows).await {
                     Ok(n) => {
                         loaded += n;
+                        self.stats
+                            .table(&self.sink.table_name(table), |c| c.loaded += n as u64);
                         self.unblock(table);
                         continue;
                     }
@@ -601,6 +606,9 @@ impl Pipeline {
                             match self.isolate(table, tb, &mut handled, shutdown).await {
                                 Isolation::Done(n) => {
                                     loaded += n;
+                                    self.stats.table(&self.sink.table_name(table), |c| {
+                                        c.loaded += n as u64
+                                    });
                                     self.unblock(table);
                                     continue;
                                 }
@@ -805,6 +813,8 @@ impl Pipeline {
             };
             warn!(plugin = %plugin, partition = msg.partition(), offset = msg.offset(), reason = %reason,
                 dlq = self.dlq.topic(), "change refused by a plugin; dead-lettered and recorded in the rejects table");
+            self.stats
+                .table(&self.sink.table_name(&change.table), |c| c.rejected += 1);
             rows.push(Rejected {
                 table: change.table.clone(),
                 topic: msg.topic().to_string(),
@@ -893,10 +903,12 @@ impl Pipeline {
                 Err(e) => return Isolation::NotRowSpecific(e),
             }
         }
+        let target = self.sink.table_name(table);
         for (row, reason) in refused {
             warn!(partition = row.kafka.partition, offset = row.kafka.offset, reason = %reason,
                 dlq = self.dlq.topic(), "row refused by Snowflake; its source messages go to the dead-letter topic");
             for msg in self.messages_of(std::slice::from_ref(&row), handled) {
+                self.stats.table(&target, |c| c.dead_lettered += 1);
                 if !matches!(
                     self.dead_letter(&msg, "load", &reason, None, shutdown)
                         .await,

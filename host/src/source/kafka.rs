@@ -30,12 +30,18 @@ pub struct LagContext {
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
+        // Only the partitions this process owns: librdkafka keeps reporting partitions that
+        // moved to another member of the group, with the lag they had when they left.
         let lag: i64 = statistics
             .topics
             .values()
             .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
+            .filter(|p| p.partition >= 0 && p.desired && p.fetch_state != "none")
+            .map(|p| match (p.hi_offset, p.committed_offset) {
+                (hi, committed) if hi >= 0 && committed >= 0 => (hi - committed).max(0),
+                (hi, _) if hi >= 0 && p.lo_offset >= 0 => (hi - p.lo_offset).max(0),
+                _ => p.consumer_lag.max(0),
+            })
             .sum();
         self.lag.store(lag, Ordering::Relaxed);
     }
@@ -110,6 +116,34 @@ impl KafkaSource {
                 false
             }
         }
+    }
+
+    /// Measures the lag of the partitions this process owns now (messages after the committed
+    /// offsets), asking the broker, and stores it where [`Self::lag_handle`] reads. For the last
+    /// stats line: librdkafka's statistics are up to two seconds old.
+    pub fn measure_lag(&self) {
+        let timeout = std::time::Duration::from_secs(5);
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let Ok(committed) = self.consumer.committed_offsets(assigned.clone(), timeout) else {
+            return;
+        };
+        let mut lag = 0;
+        for tp in committed.elements() {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(tp.topic(), tp.partition(), timeout)
+            else {
+                return;
+            };
+            let from = match tp.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            lag += (high - from).max(0);
+        }
+        self.lag.store(lag, Ordering::Relaxed);
     }
 
     /// Stops (`pause`) or restarts fetching these partitions.
