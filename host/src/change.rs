@@ -227,11 +227,15 @@ fn hex16(n: u64, out: &mut [u8]) {
 
 /// Parses Debezium PostgreSQL's `source.sequence`, a JSON array of two strings as text:
 /// `["<last commit LSN>","<LSN>"]`; the first is `null` for the first transaction a new
-/// connector streams. Returns the last commit LSN when present.
+/// connector streams. Returns the last commit LSN when the text starts exactly so (`["`, the
+/// digits, `",`); anything else has none.
 pub fn last_commit_from_sequence(sequence: &str) -> Option<u64> {
-    let inner = sequence.trim().strip_prefix('[')?;
-    let first = inner.split(',').next()?.trim();
-    first.trim_matches('"').parse().ok()
+    let digits = sequence.strip_prefix("[\"")?;
+    let n = digits.bytes().take_while(u8::is_ascii_digit).count();
+    if !(1..=20).contains(&n) || !digits[n..].starts_with("\",") {
+        return None;
+    }
+    digits[..n].parse().ok()
 }
 
 /// Where a change was read from in Kafka.
@@ -320,6 +324,8 @@ mod tests {
         );
         assert_eq!(last_commit_from_sequence(r#"[null,"56557048"]"#), None);
         assert_eq!(last_commit_from_sequence("garbage"), None);
+        assert_eq!(last_commit_from_sequence(r#"["12"l,"13"]"#), None);
+        assert_eq!(last_commit_from_sequence(r#"[ "12","13"]"#), None);
         assert_eq!(last_commit_from_sequence("[]"), None);
     }
 }

@@ -286,7 +286,7 @@ fn source(v: Avro) -> Result<Source<'static>, DecodeError> {
         ts_ms: None,
         schema: None,
         table: None,
-        sequence: None,
+        last_commit: None,
     };
     for (name, v) in fields {
         match (name.as_str(), unwrap_union(v)) {
@@ -294,7 +294,9 @@ fn source(v: Avro) -> Result<Source<'static>, DecodeError> {
             ("ts_ms", Avro::Long(n)) => s.ts_ms = Some(n),
             ("schema", Avro::String(t)) => s.schema = Some(Cow::Owned(t)),
             ("table", Avro::String(t)) => s.table = Some(Cow::Owned(t)),
-            ("sequence", Avro::String(t)) => s.sequence = Some(Cow::Owned(t)),
+            ("sequence", Avro::String(t)) => {
+                s.last_commit = crate::change::last_commit_from_sequence(&t)
+            }
             _ => {}
         }
     }

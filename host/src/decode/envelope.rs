@@ -42,9 +42,17 @@ pub struct Source<'a> {
     pub schema: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "cow_str")]
     pub table: Option<Cow<'a, str>>,
-    /// `["<last commit LSN>","<LSN>"]` as text (see [`SourcePosition`]).
-    #[serde(default, borrow, deserialize_with = "cow_str")]
-    pub sequence: Option<Cow<'a, str>>,
+    /// The last commit LSN from `source.sequence`, `["<last commit LSN>","<LSN>"]` as text
+    /// (see [`SourcePosition`]).
+    #[serde(default, rename = "sequence", deserialize_with = "last_commit")]
+    pub last_commit: Option<u64>,
+}
+
+fn last_commit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(CowStr
+        .deserialize(d)?
+        .as_deref()
+        .and_then(last_commit_from_sequence))
 }
 
 /// Optional text borrowed from the message when it holds no escapes (serde's own
@@ -400,13 +408,7 @@ fn finish(
         position: match source.lsn {
             None => SourcePosition::unknown(),
             Some(lsn) if op == Op::Read => SourcePosition::snapshot(lsn),
-            Some(lsn) => SourcePosition::streamed(
-                lsn,
-                source
-                    .sequence
-                    .as_deref()
-                    .and_then(last_commit_from_sequence),
-            ),
+            Some(lsn) => SourcePosition::streamed(lsn, source.last_commit),
         },
         source_ts_ms: source.ts_ms.unwrap_or(0),
         kafka,

@@ -36,8 +36,9 @@ struct CachedSchema {
 #[derive(Default)]
 pub struct JsonDecoder {
     schemas: Vec<CachedSchema>,
-    /// Key schemas seen before, byte for byte, with the key columns' types (`None` when the
-    /// schema is not a struct floe can read: the values are then taken as they are).
+    /// Key schemas seen before, byte for byte, with the key columns' types when some value
+    /// needs normalising (`None`: plain columns, or a schema that is not a struct; the values
+    /// are then taken as they are).
     key_schemas: Vec<(Box<[u8]>, Option<ImageSchema>)>,
     names: TableNames,
     key_names: Vec<Arc<str>>,
@@ -188,7 +189,15 @@ impl JsonDecoder {
                     .filter(|node| node.ty == "struct")
                     .map(|node| ImageSchema::from_connect(&node))
                     .transpose()
-                    .map_err(|e| DecodeError::BadKey(e.to_string()))?;
+                    .map_err(|e| DecodeError::BadKey(e.to_string()))?
+                    // Keys of plain columns only (integers, text) are taken as they are.
+                    .filter(|image| {
+                        image
+                            .formats
+                            .iter()
+                            .zip(image.columns.iter())
+                            .any(|(f, c)| *f != WireFormat::Plain || c.ty == ColumnType::Json)
+                    });
                 if self.key_schemas.len() >= MAX_CACHED_SCHEMAS {
                     self.key_schemas.remove(0);
                 }

@@ -222,6 +222,45 @@ impl<'a> Reader<'a> {
         Some(code)
     }
 
+    /// The last commit LSN of Debezium's `source.sequence` text (`"[\"123\",\"456\"]"`, or
+    /// `"[null,\"456\"]"`), read in place: the text is escaped, and decoding it would copy
+    /// it once per event.
+    fn last_commit(&mut self) -> Option<Option<u64>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|_| None);
+        }
+        let start = self.i;
+        let rest = self.b.get(start..)?;
+        let commit = if let Some(digits) = rest.strip_prefix(br#""[\""#) {
+            let n = digits.iter().take_while(|d| d.is_ascii_digit()).count();
+            match digits.get(n..n + 3) {
+                // The digits' value, or none past u64 (as `str::parse` says).
+                Some(br#"\","#) if (1..=20).contains(&n) => {
+                    Some(digits[..n].iter().try_fold(0u64, |v, d| {
+                        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                    }))
+                }
+                _ => None,
+            }
+        } else if rest.starts_with(b"\"[null,") {
+            Some(None)
+        } else {
+            None
+        };
+        match commit {
+            Some(commit) => {
+                self.skip(2)?;
+                Some(commit)
+            }
+            // Anything else: decode the text and parse it.
+            None => {
+                self.i = start;
+                let text = self.text()?;
+                Some(crate::change::last_commit_from_sequence(&text))
+            }
+        }
+    }
+
     fn text_or_null(&mut self) -> Option<Option<Cow<'a, str>>> {
         match self.peek()? {
             b'n' => self.literal(b"null").map(|_| None),
@@ -412,7 +451,7 @@ impl<'a> Reader<'a> {
             ts_ms: None,
             schema: None,
             table: None,
-            sequence: None,
+            last_commit: None,
         };
         let mut seen = [false; 5];
         let mut once = |field: usize| !std::mem::replace(&mut seen[field], true);
@@ -432,7 +471,7 @@ impl<'a> Reader<'a> {
                 }
                 b"schema" if once(2) => s.schema = r.text_or_null()?,
                 b"table" if once(3) => s.table = r.text_or_null()?,
-                b"sequence" if once(4) => s.sequence = r.text_or_null()?,
+                b"sequence" if once(4) => s.last_commit = r.last_commit()?,
                 // A repeated field is an error for serde: let it say so.
                 b"lsn" | b"ts_ms" | b"schema" | b"table" | b"sequence" => return None,
                 _ => r.skip(2)?,

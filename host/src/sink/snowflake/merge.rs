@@ -241,7 +241,7 @@ impl MergePlan {
         let mut ts_cache = (None, String::new());
         let mut payloads = Vec::new();
         let mut unchanged_columns = BTreeSet::new();
-        let mut cur: Vec<u8> = Vec::with_capacity(rows.len() * 512 + 2);
+        let mut cur: Vec<u8> = Vec::with_capacity(2);
         cur.push(b'[');
         let mut cur_rows = 0;
         let mut row_buf = Vec::with_capacity(1024);
@@ -267,6 +267,10 @@ impl MergePlan {
             }
             if cur_rows > 0 {
                 cur.push(b',');
+            } else if payloads.is_empty() {
+                // Sized from the first row: one allocation for the payload, not a doubling.
+                let want = rows.len().saturating_mul(row_buf.len() + 16).min(max_bytes);
+                cur.reserve(want.saturating_sub(cur.capacity()));
             }
             cur.extend_from_slice(&row_buf);
             cur_rows += 1;
