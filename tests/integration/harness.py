@@ -288,3 +288,130 @@ def wait_for_parity(pg, table: str, delete_mode: str = "soft", timeout: float = 
 def stats_line(output: str) -> str:
     lines = [l for l in output.splitlines() if "floe stopped" in l or "floe::stats" in l]
     return lines[-1] if lines else ""
+
+
+# --- connectors, databases and the stand-in's switches ------------------------------------------
+
+CONNECT = "http://127.0.0.1:8083"
+REGISTRY = "http://127.0.0.1:8081"
+
+
+def connect_request(method: str, path: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        CONNECT + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        text = resp.read()
+    return json.loads(text) if text else {}
+
+
+def connector_config(base: str, **overrides: str) -> dict:
+    """The config of docker/<base>.json pointed at the local stack, with `overrides`."""
+    config = json.loads((ROOT / "docker" / f"{base}.json").read_text())["config"]
+    config.update({"database.hostname": "127.0.0.1", "database.port": "5433"})
+    for k, v in list(config.items()):
+        if k.endswith("apicurio.registry.url"):
+            config[k] = v.replace("http://schema-registry:8081", REGISTRY)
+    config.update(overrides)
+    return config
+
+
+def start_connector(name: str, config: dict, timeout: float = 120) -> None:
+    """Registers a connector and waits until it and its task run."""
+    connect_request("PUT", f"/connectors/{name}/config", config)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            s = connect_request("GET", f"/connectors/{name}/status")
+            if s["connector"]["state"] == "RUNNING" and s["tasks"] and all(
+                t["state"] == "RUNNING" for t in s["tasks"]
+            ):
+                return
+        except Exception:
+            pass
+        assert time.time() < deadline, f"connector {name} did not start"
+        time.sleep(1)
+
+
+def stop_connector(name: str) -> None:
+    try:
+        connect_request("DELETE", f"/connectors/{name}")
+    except Exception:
+        pass
+
+
+def pg_database(name: str) -> psycopg.Connection:
+    """A connection to database `name` on the local PostgreSQL, created if missing."""
+    with pg_connect() as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            admin.execute(f'CREATE DATABASE "{name}"')
+    return psycopg.connect(PG_DSN.replace("dbname=postgres", f"dbname={name}"), autocommit=True)
+
+
+def drop_slots(conn: psycopg.Connection, prefix: str) -> None:
+    """Drops the inactive replication slots whose names start with `prefix`."""
+    for (slot,) in conn.execute(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s AND NOT active", (prefix + "%",)
+    ).fetchall():
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def warehouse_schema(name: str) -> None:
+    """Creates a Snowflake schema in the stand-in, for one run's tables."""
+    wh = warehouse_connect()
+    try:
+        wh.cursor().execute(f'CREATE SCHEMA IF NOT EXISTS CDC_WAREHOUSE."{name}"')
+    finally:
+        wh.close()
+
+
+def warehouse_query(sql: str, params: list | None = None, schema: str = "PUBLIC") -> list[tuple]:
+    wh = snowflake.connector.connect(
+        user="floe", password="test", account="local", host="127.0.0.1", port=FAKESNOW_PORT,
+        protocol="http", database="CDC_WAREHOUSE", schema=schema,
+        session_parameters={"TIMEZONE": "UTC"}, paramstyle="qmark", network_timeout=30, login_timeout=30,
+    )
+    try:
+        cur = wh.cursor()
+        cur.execute(sql, params or [])
+        return cur.fetchall()
+    finally:
+        wh.close()
+
+
+def stand_in_faults(method: str = "GET", **spec) -> dict:
+    """The stand-in's fault switch (stack/fakesnow_server.py): POST arms the next `count`
+    statements (or logins) to fail with `code` or `http_status`; DELETE clears."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{FAKESNOW_PORT}/floe-test/faults", method=method,
+        data=json.dumps(spec).encode() if method == "POST" else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def dlq_all(topic: str, timeout: float = 10) -> list:
+    """Every message of a dead-letter topic (waits until nothing new came for 3 s)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": f"dlq-all-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got, quiet_since, deadline = [], time.time(), time.time() + timeout + 60
+    while time.time() - quiet_since < 3 and time.time() < deadline:
+        m = consumer.poll(1.0)
+        if m is not None and m.error() is None:
+            got.append(m)
+            quiet_since = time.time()
+    consumer.close()
+    return got
+
+
+def headers(m) -> dict[str, str]:
+    return {k: (v or b"").decode(errors="replace") for k, v in (m.headers() or [])}

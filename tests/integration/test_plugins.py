@@ -231,3 +231,63 @@ def test_the_pause_policy_holds_the_batch_until_the_plugin_is_fixed(pg):
         floe.stop()
     assert "plugin chain reloaded" in floe.output()
     assert [m for m in dlq_messages(run, "plugin", expect=0, timeout=3)] == []
+
+
+def misbehave(run: Run, mode: str) -> str:
+    return f"""[plugins]
+on_fault = "dead-letter"
+
+[[plugins.chain]]
+path = "plugins/dist/testing/misbehave.wasm"
+timeout_ms = 300
+[plugins.chain.config]
+mode = "{mode}"
+trigger = "boom-{run.suffix}"
+"""
+
+
+def test_a_sleeping_plugin_and_a_key_editing_plugin_leave_floe_running(pg):
+    """A plugin that sleeps far beyond its deadline faults at the deadline (its batch
+    dead-lettered, floe goes on); a plugin that edits the key has that change rejected."""
+    for mode, stage, reason in (("sleep", "plugin", "plugin-fault: deadline"),
+                                ("edit-key", "plugin", "edited key column transaction_id")):
+        run = Run(f"misbehave_{mode.replace('-', '_')}")
+        cfg = config_with_plugins(run, misbehave(run, mode))
+        run_until_idle(run, config=cfg)
+        boom = insert(pg, [(43, "1.00", "pending", f"boom-{run.suffix}")])
+        try:
+            floe = run_until_idle(run, config=cfg)
+            after = insert(pg, [(44, "2.00", "pending", "after the misbehaving batch")])
+            floe = run_until_idle(run, config=cfg)
+            assert target_ids(run.table, boom) == set(), mode
+            assert target_ids(run.table, after) == set(after), mode
+            msgs = [m for m in dlq_messages(run, stage, expect=1) if key_id(m.key()) == boom[0]]
+            assert len(msgs) == 1, mode
+            got = {k: v.decode() for k, v in msgs[0].headers()}["floe.reason"]
+            assert reason in got, (mode, got)
+        finally:
+            delete(pg, boom)
+
+
+def test_a_plugin_whose_init_writes_stderr_and_panics(pg):
+    """At startup floe refuses to run without its chain and says which plugin; swapped in while
+    floe runs, the broken chain is refused and the old one goes on."""
+    run = Run("init_panic")
+    broken = misbehave(run, "init-stderr-panic")
+    cfg = config_with_plugins(run, broken)
+    floe = Floe(run, config=cfg)
+    assert floe.wait(60) != 0
+    assert "misbehave" in floe.output() and "panicking in init" in floe.output(), floe.output()[-2000:]
+    cfg.write_text(CONFIG.read_text())
+    floe = Floe(run, config=cfg)
+    try:
+        first = insert(pg, [(45, "1.00", "pending", "before the broken swap")])
+        wait_loaded(run.table, first)
+        cfg.write_text(CONFIG.read_text().split("\n[plugins]")[0] + "\n" + broken)
+        time.sleep(3)
+        second = insert(pg, [(46, "1.00", "pending", "after the broken swap")])
+        wait_loaded(run.table, second)
+        assert floe.proc.poll() is None, "floe must survive a broken reload"
+    finally:
+        assert floe.stop() == 0, floe.output()[-2000:]
+    assert "plugin reload refused" in floe.output()
