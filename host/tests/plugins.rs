@@ -679,9 +679,10 @@ fn enricher_hashes_with_salt() {
 /// A chain of one `misbehave` plugin in `mode`, with a create and a delete to run through it.
 fn editing(mode: &str) -> (PluginChain, Vec<Change>) {
     let chain = PluginChain::build(&engine(), &[misbehave(mode)]).expect("plugin loads");
+    // The trigger's text in the insert: the edit modes edit the changes holding it.
     let changes = vec![
-        change(Op::Create, 1, json!(7), json!("1.00"), "pending"),
-        change(Op::Delete, 2, json!(7), json!("1.00"), "pending"),
+        change(Op::Create, 1, json!(7), json!("1.00"), "boom"),
+        change(Op::Delete, 2, json!(7), json!("1.00"), "boom"),
     ];
     (chain, changes)
 }

@@ -425,3 +425,65 @@ def test_truncate_survives_kill_restart_and_a_replay_from_the_beginning():
     finally:
         stop_connector(name)
         pg.close()
+
+
+def test_a_paused_table_waits_while_the_others_load_and_loads_once_fixed():
+    """With snowflake.on_table_error = "pause", a table that cannot load holds its records
+    (nothing dead-lettered, nothing of it committed) while another table loads; once the user
+    renames floe's column it collided with, the held records load."""
+    pg = pg_database(ZOO_DB)
+    run = Run("table_pause")
+    held, fine = f"held_{run.suffix}", f"fine_{run.suffix}"
+    pg.execute(f"CREATE TABLE public.{held} (id uuid PRIMARY KEY, is_deleted text, v int)")
+    pg.execute(f"CREATE TABLE public.{fine} (id int PRIMARY KEY, v int)")
+    name, prefix = f"zoo-pause-{run.suffix}", f"zoopause{run.suffix}"
+    schema = f"ZOO_PAUSE_{run.suffix.upper()}"
+    warehouse_schema(schema)
+    start_connector(name, connector_config(
+        "transaction_connector", **{
+            "database.dbname": ZOO_DB, "topic.prefix": prefix, "slot.name": f"zoo_pause_{run.suffix}",
+            "publication.name": f"zoo_pause_{run.suffix}",
+            "table.include.list": f"public\\.{held},public\\.{fine}", "slot.drop.on.stop": "true",
+        },
+    ))
+    env = dict(FLOE__SNOWFLAKE__TABLE="", FLOE__SNOWFLAKE__SCHEMA=schema,
+               FLOE__KAFKA__TOPICS=f'["^{prefix}\\\\..*"]', FLOE__SNOWFLAKE__ON_TABLE_ERROR="pause")
+    try:
+        floe = Floe(run, **env)
+        time.sleep(5)
+        for i in range(50):
+            pg.execute(f"INSERT INTO public.{held} VALUES (%s, %s, %s)", (uuid.UUID(int=i + 1), f"no {i}", i))
+            pg.execute(f"INSERT INTO public.{fine} VALUES (%s, %s)", (i, i))
+        pg.execute(f"DELETE FROM public.{held} WHERE v < 5")
+        pg.execute(f"UPDATE public.{fine} SET v = -v WHERE v % 2 = 0")
+        try:
+            deadline = time.time() + 120
+            while compare(pg, schema, "public", fine, fine.upper()) and time.time() < deadline:
+                time.sleep(2)
+            assert not compare(pg, schema, "public", fine, fine.upper())
+            time.sleep(3)
+            assert not _exists(schema, held), "the held table must not load"
+            out = floe.output()
+            assert f"blocked={held.upper()}" in stats_line(out) or f"blocked={held.upper()}" in out, stats_line(out)
+            assert "its records wait" in out
+        finally:
+            assert floe.stop() == 0, floe.output()[-3000:]
+        assert not dlq_all(run.dlq), "a paused table dead-letters nothing"
+        # The fix: floe's soft-delete column gets another name; the held records load.
+        floe = Floe(run, FLOE__SNOWFLAKE__COLUMNS__IS_DELETED="FLOE_DELETED", **env)
+        try:
+            deadline = time.time() + 120
+            while True:
+                rows = (warehouse_query(f'SELECT "ID", "IS_DELETED", "V", "FLOE_DELETED" FROM "{held.upper()}"',
+                                        schema=schema) if _exists(schema, held) else [])
+                live = {(uuid.UUID(r[0]), r[1], r[2]) for r in rows if not r[3]}
+                want = {(k, d, v) for k, d, v in pg.execute(f"SELECT id, is_deleted, v FROM public.{held}").fetchall()}
+                if (live == want and len(rows) == 50) or time.time() > deadline:
+                    break
+                time.sleep(2)
+            assert live == want and len(rows) == 50, (len(live), len(want), len(rows))
+        finally:
+            assert floe.stop() == 0, floe.output()[-3000:]
+    finally:
+        stop_connector(name)
+        pg.close()

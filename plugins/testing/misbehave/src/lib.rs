@@ -11,7 +11,8 @@
 //! descriptors and a timeout: a WASI monotonic-clock timer), where no Wasm code runs for an
 //! epoch deadline to interrupt. `init-stderr-panic` writes to stderr in `init`, then panics.
 //! `edit-key` keeps each change with an edit setting its first key column, `edit-reserved`
-//! with one setting `is_deleted`: edits floe must refuse.
+//! with one setting `is_deleted`: edits floe must refuse. With `trigger`, they edit only the
+//! changes whose `after` image holds the trigger.
 
 wit_bindgen::generate!({
     path: "../../../wit/floe-plugin@0.3.0",
@@ -135,14 +136,23 @@ impl Guest for Misbehave {
             "edit-reserved" => Some("is_deleted".to_string()),
             _ => None,
         };
+        // The edit modes edit only the changes holding the trigger (all without one).
+        let hit = |c: &Change| match &cfg.trigger {
+            None => true,
+            Some(t) => c
+                .after
+                .iter()
+                .flatten()
+                .any(|v| matches!(v, Some(Value::Text(s)) if s == t)),
+        };
         changes
             .iter()
-            .map(|_| match &column {
-                Some(name) => Decision::Keep(vec![Edit::Set(Field {
+            .map(|c| match &column {
+                Some(name) if hit(c) => Decision::Keep(vec![Edit::Set(Field {
                     name: name.clone(),
                     value: Value::Boolean(true),
                 })]),
-                None => Decision::Keep(Vec::new()),
+                _ => Decision::Keep(Vec::new()),
             })
             .collect()
     }
