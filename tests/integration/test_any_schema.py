@@ -277,6 +277,22 @@ def test_every_key_type_and_colliding_names_through_json_and_avro(zoo):
         assert deleted == 2, (capture, deleted)
 
 
+def zoo_capture(run: Run, tag: str, tables: list[str], base: str = "transaction_connector") -> tuple[str, str, str]:
+    """A connector of its own on zoo tables (`public.<table>`), and a Snowflake schema for the
+    run: returns (connector name, topic prefix, Snowflake schema)."""
+    name, prefix = f"zoo-{tag}-{run.suffix}", f"zoo{tag}{run.suffix}"
+    schema = f"ZOO_{tag.upper()}_{run.suffix.upper()}"
+    warehouse_schema(schema)
+    start_connector(name, connector_config(
+        base, **{
+            "database.dbname": ZOO_DB, "topic.prefix": prefix, "slot.name": f"zoo_{tag}_{run.suffix}",
+            "publication.name": f"zoo_{tag}_{run.suffix}",
+            "table.include.list": ",".join(f"public\\.{t}" for t in tables), "slot.drop.on.stop": "true",
+        },
+    ))
+    return name, prefix, schema
+
+
 def test_writes_during_the_snapshot():
     """A 100,000-row table is snapshotted while a workload updates and deletes its rows; some of
     those transactions begin before the snapshot and commit after it, so their changes have a
@@ -314,17 +330,7 @@ def test_writes_during_the_snapshot():
     for w in writers:
         w.start()
     time.sleep(1)
-    name = f"zoo-snapshot-{run.suffix}"
-    prefix = f"zoosnap{run.suffix}"
-    schema = f"ZOO_SNAP_{run.suffix.upper()}"
-    warehouse_schema(schema)
-    start_connector(name, connector_config(
-        "transaction_connector", **{
-            "database.dbname": ZOO_DB, "topic.prefix": prefix, "slot.name": f"zoo_snap_{run.suffix}",
-            "publication.name": f"zoo_snap_{run.suffix}", "table.include.list": f"public\\.{table}",
-            "slot.drop.on.stop": "true",
-        },
-    ))
+    name, prefix, schema = zoo_capture(run, "snap", [table])
     floe = Floe(run, FLOE__SNOWFLAKE__TABLE="", FLOE__SNOWFLAKE__SCHEMA=schema,
                 FLOE__KAFKA__TOPICS=f'["{prefix}.public.{table}"]', FLOE__BATCH__MAX_RECORDS="5000")
     try:
@@ -372,16 +378,7 @@ def test_truncate_survives_kill_restart_and_a_replay_from_the_beginning():
     # A text key: the partitions of the topic interleave, so a partition can lag behind the one
     # that carries the truncate.
     pg.execute(f"CREATE TABLE public.{table} (code text PRIMARY KEY, n int)")
-    name, prefix = f"zoo-trunc-{run.suffix}", f"zootrunc{run.suffix}"
-    schema = f"ZOO_TRUNC_{run.suffix.upper()}"
-    warehouse_schema(schema)
-    start_connector(name, connector_config(
-        "transaction_connector", **{
-            "database.dbname": ZOO_DB, "topic.prefix": prefix, "slot.name": f"zoo_trunc_{run.suffix}",
-            "publication.name": f"zoo_trunc_{run.suffix}", "table.include.list": f"public\\.{table}",
-            "slot.drop.on.stop": "true",
-        },
-    ))
+    name, prefix, schema = zoo_capture(run, "trunc", [table])
     env = dict(FLOE__SNOWFLAKE__TABLE="", FLOE__SNOWFLAKE__SCHEMA=schema,
                FLOE__KAFKA__TOPICS=f'["{prefix}.public.{table}"]', FLOE__SNOWFLAKE__TRUNCATE="apply")
     try:
@@ -436,16 +433,7 @@ def test_a_paused_table_waits_while_the_others_load_and_loads_once_fixed():
     held, fine = f"held_{run.suffix}", f"fine_{run.suffix}"
     pg.execute(f"CREATE TABLE public.{held} (id uuid PRIMARY KEY, is_deleted text, v int)")
     pg.execute(f"CREATE TABLE public.{fine} (id int PRIMARY KEY, v int)")
-    name, prefix = f"zoo-pause-{run.suffix}", f"zoopause{run.suffix}"
-    schema = f"ZOO_PAUSE_{run.suffix.upper()}"
-    warehouse_schema(schema)
-    start_connector(name, connector_config(
-        "transaction_connector", **{
-            "database.dbname": ZOO_DB, "topic.prefix": prefix, "slot.name": f"zoo_pause_{run.suffix}",
-            "publication.name": f"zoo_pause_{run.suffix}",
-            "table.include.list": f"public\\.{held},public\\.{fine}", "slot.drop.on.stop": "true",
-        },
-    ))
+    name, prefix, schema = zoo_capture(run, "pause", [held, fine])
     env = dict(FLOE__SNOWFLAKE__TABLE="", FLOE__SNOWFLAKE__SCHEMA=schema,
                FLOE__KAFKA__TOPICS=f'["^{prefix}\\\\..*"]', FLOE__SNOWFLAKE__ON_TABLE_ERROR="pause")
     try:

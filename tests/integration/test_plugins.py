@@ -172,7 +172,8 @@ def test_hot_swap_inside_a_running_pipeline(pg):
     assert "plugin reload refused" in out and "floe:plugin@0.4.0" in out
 
 
-def misbehaving_chain(run: Run, policy: str) -> str:
+def misbehaving_chain(run: Run, policy: str, mode: str = "trap") -> str:
+    """The misbehave test plugin, misbehaving on batches holding this run's trigger text."""
     return f"""[plugins]
 on_fault = "{policy}"
 
@@ -180,7 +181,7 @@ on_fault = "{policy}"
 path = "plugins/dist/testing/misbehave.wasm"
 timeout_ms = 300
 [plugins.chain.config]
-mode = "trap"
+mode = "{mode}"
 trigger = "boom-{run.suffix}"
 """
 
@@ -233,32 +234,20 @@ def test_the_pause_policy_holds_the_batch_until_the_plugin_is_fixed(pg):
     assert [m for m in dlq_messages(run, "plugin", expect=0, timeout=3)] == []
 
 
-def misbehave(run: Run, mode: str) -> str:
-    return f"""[plugins]
-on_fault = "dead-letter"
-
-[[plugins.chain]]
-path = "plugins/dist/testing/misbehave.wasm"
-timeout_ms = 300
-[plugins.chain.config]
-mode = "{mode}"
-trigger = "boom-{run.suffix}"
-"""
-
-
 def test_a_sleeping_plugin_and_a_key_editing_plugin_leave_floe_running(pg):
     """A plugin that sleeps far beyond its deadline faults at the deadline (its batch
     dead-lettered, floe goes on); a plugin that edits the key has that change rejected."""
     for mode, stage, reason in (("sleep", "plugin", "plugin-fault: deadline"),
                                 ("edit-key", "plugin", "edited key column transaction_id")):
         run = Run(f"misbehave_{mode.replace('-', '_')}")
-        cfg = config_with_plugins(run, misbehave(run, mode))
+        cfg = config_with_plugins(run, misbehaving_chain(run, "dead-letter", mode))
         run_until_idle(run, config=cfg)
         boom = insert(pg, [(43, "1.00", "pending", f"boom-{run.suffix}")])
         try:
-            floe = run_until_idle(run, config=cfg)
+            # Each run exits 0 once idle: floe survived the misbehaving batch.
+            run_until_idle(run, config=cfg)
             after = insert(pg, [(44, "2.00", "pending", "after the misbehaving batch")])
-            floe = run_until_idle(run, config=cfg)
+            run_until_idle(run, config=cfg)
             assert target_ids(run.table, boom) == set(), mode
             assert target_ids(run.table, after) == set(after), mode
             msgs = [m for m in dlq_messages(run, stage, expect=1) if key_id(m.key()) == boom[0]]
@@ -273,7 +262,7 @@ def test_a_plugin_whose_init_writes_stderr_and_panics(pg):
     """At startup floe refuses to run without its chain and says which plugin; swapped in while
     floe runs, the broken chain is refused and the old one goes on."""
     run = Run("init_panic")
-    broken = misbehave(run, "init-stderr-panic")
+    broken = misbehaving_chain(run, "dead-letter", "init-stderr-panic")
     cfg = config_with_plugins(run, broken)
     floe = Floe(run, config=cfg)
     assert floe.wait(60) != 0
