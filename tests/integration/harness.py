@@ -83,11 +83,14 @@ class Run:
 
 
 class Floe:
-    """One floe process, logging to .cache/test-logs/<name>.log."""
+    """One floe process, logging to .cache/test-logs/<name>.log. `member` > 1 starts another
+    process of the same consumer group (its own static member id and log)."""
 
-    def __init__(self, run: Run, *args: str, config: Path = CONFIG, **env: str):
+    def __init__(self, run: Run, *args: str, config: Path = CONFIG, member: int = 1, **env: str):
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOGS / f"{run.name}-{run.suffix}.log"
+        self.log_path = LOGS / f"{run.name}-{run.suffix}{'' if member == 1 else f'-{member}'}.log"
+        if member > 1:
+            env.setdefault("FLOE__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID", f"floe-test-{run.suffix}-{member}")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(FLOE_BIN), "run", "--config", str(config), *args],
@@ -368,9 +371,10 @@ def warehouse_schema(name: str) -> None:
         wh.close()
 
 
-def warehouse_query(sql: str, params: list | None = None, schema: str = "PUBLIC") -> list[tuple]:
+def warehouse_query(sql: str, params: list | None = None, schema: str = "PUBLIC",
+                    port: int = FAKESNOW_PORT) -> list[tuple]:
     wh = snowflake.connector.connect(
-        user="floe", password="test", account="local", host="127.0.0.1", port=FAKESNOW_PORT,
+        user="floe", password="test", account="local", host="127.0.0.1", port=port,
         protocol="http", database="CDC_WAREHOUSE", schema=schema,
         session_parameters={"TIMEZONE": "UTC"}, paramstyle="qmark", network_timeout=30, login_timeout=30,
     )
@@ -415,3 +419,50 @@ def dlq_all(topic: str, timeout: float = 10) -> list:
 
 def headers(m) -> dict[str, str]:
     return {k: (v or b"").decode(errors="replace") for k, v in (m.headers() or [])}
+
+
+class SlowWarehouse:
+    """A second Snowflake stand-in of its own (own port, own data), answering every statement
+    after `latency_ms`, as a real warehouse does: floe is pointed at it with `env`."""
+
+    def __init__(self, latency_ms: int = 300):
+        import socket
+        import tempfile
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.data = tempfile.mkdtemp(prefix="floe-slow-warehouse-")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log = open(LOGS / f"slow-warehouse-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(Path(os.environ.get("FLOE_CACHE", ROOT / ".cache")) / "venv" / "bin" / "python"),
+             str(ROOT / "stack" / "fakesnow_server.py"), "--port", str(self.port),
+             "--db-path", self.data, "--latency-ms", str(latency_ms)],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while True:
+            try:
+                warehouse_query("SELECT 1", port=self.port)
+                break
+            except Exception:
+                assert self.proc.poll() is None and time.time() < deadline, "the slow stand-in did not start"
+                time.sleep(0.5)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"FLOE__SNOWFLAKE__ENDPOINT": f"http://127.0.0.1:{self.port}"}
+
+    def schema(self, name: str) -> None:
+        warehouse_query(f'CREATE SCHEMA IF NOT EXISTS CDC_WAREHOUSE."{name}"', port=self.port)
+
+    def stop(self) -> None:
+        import shutil
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.data, ignore_errors=True)

@@ -188,6 +188,7 @@ impl Pipeline {
                 .filter(|b| !b.held.is_empty())
                 .map(|b| b.retry_at)
                 .min();
+            let mut worked = true;
             let step = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -204,11 +205,11 @@ impl Pipeline {
                 msg = self.source.recv() => {
                     match msg {
                         Ok(m) => {
-                            last_message = Instant::now();
                             let m = m.detach();
                             self.handle(m, &shutdown).await
                         }
                         Err(e) => {
+                            worked = false;
                             Stats::add(&self.stats.errors, 1);
                             warn!(error = %e, "Kafka error; retrying");
                             sleep(Duration::from_millis(500)).await;
@@ -221,6 +222,11 @@ impl Pipeline {
                 Step::Done if self.batcher.is_full() => self.flush(&shutdown).await,
                 other => other,
             };
+            // Idle time counts from the end of the last piece of work: time spent loading is
+            // not idle (nothing was read meanwhile, yet more may be waiting).
+            if worked {
+                last_message = Instant::now();
+            }
             match step {
                 Step::Done => {}
                 Step::Abandoned => break,
