@@ -224,26 +224,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// A batch holding only `rows` of `table` (used to find the rows a load refuses).
-    pub fn subset(&self, table: &TableId, rows: &[FoldedRow]) -> Batch {
-        let whole = self.tables.get(table);
-        let mut tables = HashMap::new();
-        tables.insert(
-            table.clone(),
-            TableBatch {
-                rows: rows.to_vec(),
-                columns: whole.and_then(|t| t.columns.clone()),
-                newest: whole.and_then(|t| t.newest.clone()),
-                seen: whole.map(|t| t.seen.clone()).unwrap_or_default(),
-                index: HashMap::new(),
-            },
-        );
-        Batch {
-            tables,
-            changes: rows.iter().map(|r| r.sources.len()).sum(),
-        }
-    }
-
     /// Folded rows across all tables.
     pub fn rows(&self) -> usize {
         self.tables.values().map(|t| t.rows.len()).sum()

@@ -16,7 +16,9 @@ use apache_avro::types::Value as Avro;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::envelope::{build_typed_change, Source, TableNames, TypedImage, TypedPayload};
+use super::envelope::{
+    build_typed_change, KeyColumns, Source, TableNames, TypedImage, TypedPayload,
+};
 use super::registry::{Fetched, RegistryError, SchemaRegistry};
 use super::schema::UNAVAILABLE_VALUE;
 use super::schema::{decimal_from_bytes, normalise, ConnectSchema, ImageSchema, WireFormat};
@@ -182,7 +184,7 @@ impl AvroDecoder {
                 "schema id {id} is not a Debezium change envelope"
             )));
         };
-        let key = self.key(key)?;
+        let (key, key_typed) = self.key(key)?;
         let datum = read_datum(&parsed.avro, &value[5..])?;
         let Avro::Record(fields) = datum else {
             return Err(DecodeError::NotEnvelope(
@@ -224,18 +226,20 @@ impl AvroDecoder {
         }
         let empty = ImageSchema::untyped(Vec::<String>::new());
         let image = image.as_ref().unwrap_or(&empty);
+        let key = super::envelope::typed_key(key, key_typed, Some(image))?;
         let change = build_typed_change(payload, image, key, kafka, &mut self.names)?;
         Ok(Decoded::Change(Box::new(change)))
     }
 
-    /// The key columns of an Avro key (a JSON key is left to the JSON key reader).
-    fn key(&mut self, key: Option<&[u8]>) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+    /// The key columns of an Avro key (a JSON key is left to the JSON key reader), and whether
+    /// a schema typed them.
+    fn key(&mut self, key: Option<&[u8]>) -> Result<(KeyColumns, bool), DecodeError> {
         let Some(bytes) = key else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         };
         let Some(id) = schema_id(bytes) else {
             let mut names = Vec::new();
-            return super::envelope::parse_key(Some(bytes), &mut names);
+            return Ok((super::envelope::parse_key(Some(bytes), &mut names)?, false));
         };
         let parsed = self.schema(id)?;
         let Shape::Key(image) = &parsed.shape else {
@@ -247,7 +251,7 @@ impl AvroDecoder {
             return Err(DecodeError::BadKey("the key is not an Avro record".into()));
         };
         let cells = row_cells(image, fields)?;
-        Ok(image
+        let key = image
             .columns
             .iter()
             .zip(cells.0)
@@ -258,7 +262,8 @@ impl AvroDecoder {
                 };
                 (c.name.clone(), v)
             })
-            .collect())
+            .collect();
+        Ok((key, true))
     }
 }
 

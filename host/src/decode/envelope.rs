@@ -435,6 +435,56 @@ fn row_from(mut map: Map<String, Value>, image: Option<&ImageSchema>) -> Result<
     })
 }
 
+/// Normalises key values by the column types of `schema` (the key's own schema, or the row
+/// image's), exactly as the row image's values are: a delete that carries only its key must
+/// match the row it deletes.
+pub fn normalise_key(
+    mut fields: Vec<(Arc<str>, Value)>,
+    schema: Option<&ImageSchema>,
+) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+    let Some(schema) = schema else {
+        return Ok(fields);
+    };
+    for (name, value) in fields.iter_mut() {
+        let Some(i) = schema.columns.iter().position(|c| c.name == *name) else {
+            continue;
+        };
+        if schema.formats[i] == WireFormat::Plain && schema.columns[i].ty != ColumnType::Json {
+            continue;
+        }
+        let v = std::mem::take(value);
+        *value = match normalise(&schema.columns[i], schema.formats[i], v)
+            .map_err(|e| DecodeError::BadKey(e.to_string()))?
+        {
+            Cell::Value(v) => v,
+            Cell::Unchanged => {
+                return Err(DecodeError::BadKey(format!(
+                    "key column `{name}` holds the unchanged-value placeholder"
+                )))
+            }
+        };
+    }
+    Ok(fields)
+}
+
+/// A message key's columns and values, in the message's order.
+pub type KeyColumns = Vec<(Arc<str>, Value)>;
+
+/// The key of a change as the row sees it: a key its own schema typed is ready; a key without
+/// one (a JSON key converter with `schemas.enable=false`) is typed by the row image's schema,
+/// when there is one.
+pub fn typed_key(
+    key: Vec<(Arc<str>, Value)>,
+    key_typed: bool,
+    image: Option<&ImageSchema>,
+) -> Result<Vec<(Arc<str>, Value)>, DecodeError> {
+    if key_typed {
+        Ok(key)
+    } else {
+        normalise_key(key, image)
+    }
+}
+
 /// Parses a Debezium message key: `{"schema":…, "payload":{…}}` or the bare object. Key column
 /// names are shared through `names` rather than allocated per message. The columns keep the
 /// message's order, as [`parse_key_payload`] reads them for keys of a known schema: one key

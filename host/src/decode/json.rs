@@ -13,14 +13,14 @@ use std::sync::Arc;
 use serde::de::DeserializeSeed;
 
 use super::envelope::{
-    build_change, build_typed_change, parse_key, parse_key_payload, Payload, PayloadSeed,
-    TableNames,
+    build_change, build_typed_change, normalise_key, parse_key, parse_key_payload, typed_key,
+    KeyColumns, Payload, PayloadSeed, TableNames,
 };
 use super::scan;
-use super::schema::{normalise, ConnectSchema, ImageSchema, WireFormat};
+use super::schema::{ConnectSchema, ImageSchema, WireFormat};
 use super::{DecodeError, Decoded};
+use crate::change::ColumnType;
 use crate::change::KafkaPosition;
-use crate::change::{Cell, ColumnType};
 
 const SCHEMA_PREFIX: &[u8] = br#"{"schema":"#;
 const PAYLOAD_INFIX: &[u8] = br#","payload":"#;
@@ -78,7 +78,7 @@ impl JsonDecoder {
         let Some(value) = value else {
             return Ok(Decoded::Tombstone);
         };
-        let key = self.key(key)?;
+        let (key, key_typed) = self.key(key)?;
 
         // Fast path: a schema seen before, byte for byte.
         if let Some(rest) = value.strip_prefix(SCHEMA_PREFIX) {
@@ -109,7 +109,13 @@ impl JsonDecoder {
                                     .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?
                             }
                         };
-                        build_typed_change(typed, image, key, kafka, &mut self.names)?
+                        build_typed_change(
+                            typed,
+                            image,
+                            typed_key(key, key_typed, Some(image))?,
+                            kafka,
+                            &mut self.names,
+                        )?
                     }
                     None => {
                         let payload: Payload = serde_json::from_slice(payload)
@@ -131,6 +137,7 @@ impl JsonDecoder {
                 let image = image_schema(schema.get())?;
                 let payload: Payload = serde_json::from_str(payload.get())
                     .map_err(|e| DecodeError::NotEnvelope(e.to_string()))?;
+                let key = typed_key(key, key_typed, image.as_ref())?;
                 let change = build_change(payload, image.as_ref(), key, kafka, &mut self.names)?;
                 if self.schemas.len() >= MAX_CACHED_SCHEMAS {
                     self.schemas.remove(0);
@@ -163,12 +170,12 @@ impl JsonDecoder {
     /// values are normalised by their schema exactly as row images are (a date key is the
     /// same text as the date column, a decimal key the same digits), so a delete that only
     /// has its key matches the row it deletes.
-    fn key(
-        &mut self,
-        key: Option<&[u8]>,
-    ) -> Result<Vec<(std::sync::Arc<str>, serde_json::Value)>, DecodeError> {
+    ///
+    /// Returns the key's columns, and whether its schema typed them (a key without one is
+    /// typed by the row image's schema, [`typed_key`]).
+    fn key(&mut self, key: Option<&[u8]>) -> Result<(KeyColumns, bool), DecodeError> {
         let Some(bytes) = key else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         };
         if let Some(rest) = bytes.strip_prefix(SCHEMA_PREFIX) {
             for (raw, schema) in &self.key_schemas {
@@ -178,7 +185,7 @@ impl JsonDecoder {
                 {
                     let fields =
                         parse_key_payload(trim_closing_brace(payload)?, &mut self.key_names)?;
-                    return normalise_key(fields, schema.as_ref());
+                    return Ok((normalise_key(fields, schema.as_ref())?, true));
                 }
             }
             let wrapped: Wrapped =
@@ -204,41 +211,11 @@ impl JsonDecoder {
                 self.key_schemas
                     .push((schema.get().as_bytes().into(), image.clone()));
                 let fields = parse_key(Some(bytes), &mut self.key_names)?;
-                return normalise_key(fields, image.as_ref());
+                return Ok((normalise_key(fields, image.as_ref())?, true));
             }
         }
-        parse_key(Some(bytes), &mut self.key_names)
+        Ok((parse_key(Some(bytes), &mut self.key_names)?, false))
     }
-}
-
-/// Normalises key values by their key schema's column types (see [`JsonDecoder::key`]).
-fn normalise_key(
-    mut fields: Vec<(std::sync::Arc<str>, serde_json::Value)>,
-    schema: Option<&ImageSchema>,
-) -> Result<Vec<(std::sync::Arc<str>, serde_json::Value)>, DecodeError> {
-    let Some(schema) = schema else {
-        return Ok(fields);
-    };
-    for (name, value) in fields.iter_mut() {
-        let Some(i) = schema.columns.iter().position(|c| c.name == *name) else {
-            continue;
-        };
-        if schema.formats[i] == WireFormat::Plain && schema.columns[i].ty != ColumnType::Json {
-            continue;
-        }
-        let v = std::mem::take(value);
-        *value = match normalise(&schema.columns[i], schema.formats[i], v)
-            .map_err(|e| DecodeError::BadKey(e.to_string()))?
-        {
-            Cell::Value(v) => v,
-            Cell::Unchanged => {
-                return Err(DecodeError::BadKey(format!(
-                    "key column `{name}` holds the unchanged-value placeholder"
-                )))
-            }
-        };
-    }
-    Ok(fields)
 }
 
 /// Whether a wrapped message's `payload` is an explicit `null` (serde reads it as absent).
@@ -418,52 +395,57 @@ mod tests {
             r#"{{"type":"struct","fields":[{{"type":"struct","fields":{fields},"optional":true,"field":"before"}},{{"type":"struct","fields":{fields},"optional":true,"field":"after"}},{{"type":"struct","fields":[],"field":"source"}},{{"type":"string","field":"op"}}]}}"#
         );
         let row = r#"{"amount":"BOI=","day":19000,"at":1700000000123456,"t":3723000001,"name":"a \"b\" ✓"}"#;
-        let key = format!(
+        let with_schema = format!(
             r#"{{"schema":{{"type":"struct","fields":{fields},"optional":false}},"payload":{row}}}"#
         );
-        let mut dec = JsonDecoder::new();
-        for (op, payload) in [
-            (
-                "c",
-                format!(
-                    r#"{{"before":null,"after":{row},"source":{{"table":"t","lsn":5}},"op":"c"}}"#
+        // A key converter without schemas (`key.converter.schemas.enable=false`): the row
+        // image's schema types the key.
+        let bare = row.to_string();
+        for key in [with_schema, bare] {
+            let mut dec = JsonDecoder::new();
+            for (op, payload) in [
+                (
+                    "c",
+                    format!(
+                        r#"{{"before":null,"after":{row},"source":{{"table":"t","lsn":5}},"op":"c"}}"#
+                    ),
                 ),
-            ),
-            (
-                "d",
-                format!(
-                    r#"{{"before":{row},"after":null,"source":{{"table":"t","lsn":6}},"op":"d"}}"#
+                (
+                    "d",
+                    format!(
+                        r#"{{"before":{row},"after":null,"source":{{"table":"t","lsn":6}},"op":"d"}}"#
+                    ),
                 ),
-            ),
-        ] {
-            let value = format!(r#"{{"schema":{envelope},"payload":{payload}}}"#);
-            // Twice: the key schema unknown, then cached.
-            for _ in 0..2 {
-                let c = change(
-                    dec.decode(
-                        Some(key.as_bytes()),
-                        Some(value.as_bytes()),
-                        KafkaPosition::default(),
-                    )
-                    .unwrap(),
-                );
-                let image = if op == "c" {
-                    c.after.as_ref()
-                } else {
-                    c.before.as_ref()
-                }
-                .unwrap();
-                assert_eq!(c.key.len(), 5);
-                for (name, v) in &c.key {
-                    assert_eq!(
-                        image.get(name),
-                        Some(&Cell::Value(v.clone())),
-                        "{op} {name}"
+            ] {
+                let value = format!(r#"{{"schema":{envelope},"payload":{payload}}}"#);
+                // Twice: the key schema unknown, then cached.
+                for _ in 0..2 {
+                    let c = change(
+                        dec.decode(
+                            Some(key.as_bytes()),
+                            Some(value.as_bytes()),
+                            KafkaPosition::default(),
+                        )
+                        .unwrap(),
                     );
+                    let image = if op == "c" {
+                        c.after.as_ref()
+                    } else {
+                        c.before.as_ref()
+                    }
+                    .unwrap();
+                    assert_eq!(c.key.len(), 5);
+                    for (name, v) in &c.key {
+                        assert_eq!(
+                            image.get(name),
+                            Some(&Cell::Value(v.clone())),
+                            "{op} {name}"
+                        );
+                    }
+                    assert_eq!(c.key[0].1, Value::from("12.50"));
+                    assert_eq!(c.key[1].1, Value::from("2022-01-08"));
+                    assert_eq!(c.key[2].1, Value::from("2023-11-14T22:13:20.123456"));
                 }
-                assert_eq!(c.key[0].1, Value::from("12.50"));
-                assert_eq!(c.key[1].1, Value::from("2022-01-08"));
-                assert_eq!(c.key[2].1, Value::from("2023-11-14T22:13:20.123456"));
             }
         }
     }

@@ -38,6 +38,10 @@ pub enum RegistryError {
         status: u16,
         fix: &'static str,
     },
+    /// A 404 that is not the registry's "schema not found": `registry.url` does not lead to
+    /// the Confluent API.
+    #[error("schema registry at {url} answered 404 without the registry's \"schema not found\" (40403): registry.url must point at the Confluent API (for Apicurio Registry, …/apis/ccompat/v7); answer: {body}")]
+    WrongUrl { url: String, body: String },
     /// Messages carry registry schema ids but no registry is configured.
     #[error("an Avro message names schema id {0}, but no schema registry is configured (set registry.url)")]
     NotConfigured(u32),
@@ -48,7 +52,9 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         !matches!(
             self,
-            RegistryError::NotConfigured(_) | RegistryError::Refused { .. }
+            RegistryError::NotConfigured(_)
+                | RegistryError::Refused { .. }
+                | RegistryError::WrongUrl { .. }
         )
     }
 }
@@ -186,7 +192,18 @@ impl SchemaRegistry {
                     Some(other) => Ok(Fetched::NotAvro(other.to_string())),
                 }
             }
-            404 => Ok(Fetched::Unknown),
+            // Only the registry's own "schema not found" (40403) means an unknown id; any other
+            // 404 is a URL that does not lead to the registry's API.
+            404 if serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| {
+                v.get("error_code").and_then(serde_json::Value::as_i64) == Some(40403)
+            }) =>
+            {
+                Ok(Fetched::Unknown)
+            }
+            404 => Err(RegistryError::WrongUrl {
+                url: self.shown.clone(),
+                body: self.excerpt(&body),
+            }),
             _ => Err(RegistryError::Status {
                 id,
                 status,
@@ -340,6 +357,16 @@ mod tests {
         let reg = client(&fake.url, None, None);
         assert_eq!(reg.fetch(9).await.unwrap(), Fetched::Unknown);
         assert_eq!(fake.asked(9), 3);
+    }
+
+    #[tokio::test]
+    async fn a_404_that_is_not_schema_not_found_is_a_wrong_url_and_fatal() {
+        let fake = FakeRegistry::start(|_, _, _| (404, "<html>Not Found</html>".into())).await;
+        let reg = client(&fake.url, None, None);
+        let err = reg.fetch(9).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("registry.url"), "{err}");
+        assert_eq!(fake.asked(9), 1, "a wrong URL is not asked again");
     }
 
     #[tokio::test]

@@ -56,6 +56,8 @@ struct Blocked {
     /// When the held messages are tried again, and the wait after that.
     retry_at: Instant,
     backoff: Duration,
+    /// The held messages are being tried again: they go through as if the table loaded.
+    retrying: bool,
 }
 
 /// The assembled pipeline.
@@ -439,12 +441,15 @@ impl Pipeline {
     /// Whether `table`'s records are held back (paused after a table failure).
     fn is_held(&self, table: &TableId) -> bool {
         self.cfg.snowflake.on_table_error == TableErrorPolicy::Pause
-            && self.blocked.contains_key(table)
+            && self.blocked.get(table).is_some_and(|b| !b.retrying)
     }
 
     /// Adds messages to a paused table's held ones, pausing their partitions.
     fn hold(&mut self, table: &TableId, msgs: Vec<OwnedMessage>) {
+        // Callers block the table first; a message is never dropped from memory while its
+        // offset stays open.
         let Some(b) = self.blocked.get_mut(table) else {
+            debug_assert!(false, "hold without a blocked entry");
             return;
         };
         let mut pause = Vec::new();
@@ -483,8 +488,10 @@ impl Pipeline {
             paused: Vec::new(),
             retry_at: Instant::now(),
             backoff: Duration::from_secs(1),
+            retrying: false,
         });
         b.reason = reason.clone();
+        b.retrying = false;
         self.stats.set_blocked(&target, Some(&reason));
         match policy {
             TableErrorPolicy::DeadLetter => {
@@ -526,8 +533,9 @@ impl Pipeline {
     }
 
     /// Tries the held-back messages of the paused tables that are due again: they go through
-    /// decode, plugins and a load as if just read; a table that still fails holds them again,
-    /// waiting twice as long.
+    /// decode, plugins and a load as if just read; a table that still fails holds them again
+    /// (`block`), waiting twice as long; one that loads (or whose messages all went elsewhere:
+    /// dropped, rejected, dead-lettered) is unblocked.
     async fn retry_held(&mut self, shutdown: &Shutdown) -> Step {
         let now = Instant::now();
         let due: Vec<TableId> = self
@@ -543,22 +551,27 @@ impl Pipeline {
             let msgs = std::mem::take(&mut b.held);
             b.backoff = (b.backoff * 2).min(MAX_TABLE_BACKOFF);
             b.retry_at = Instant::now() + b.backoff;
+            b.retrying = true;
             info!(table = %b.target, messages = msgs.len(), "trying a held-back table again");
-            // Let them through handle_read: the table counts as not held while they are.
-            let saved = self.blocked.remove(&table);
             for m in msgs {
                 match self.handle_read(m, shutdown).await {
                     Step::Done => {}
                     other => return other,
                 }
-            }
-            if let Some(b) = saved {
-                // Back in place until a load says otherwise (flush unblocks or blocks it).
-                self.blocked.insert(table.clone(), b);
+                if self.batcher.is_full() {
+                    match self.flush(shutdown).await {
+                        Step::Done => {}
+                        other => return other,
+                    }
+                }
             }
             match self.flush(shutdown).await {
                 Step::Done => {}
                 other => return other,
+            }
+            // Still marked retrying: nothing of the table failed again.
+            if self.blocked.get(&table).is_some_and(|b| b.retrying) {
+                self.unblock(&table);
             }
         }
         Step::Done
@@ -914,7 +927,6 @@ impl Pipeline {
             warn!(partition = row.kafka.partition, offset = row.kafka.offset, reason = %reason,
                 dlq = self.dlq.topic(), "row refused by Snowflake; its source messages go to the dead-letter topic");
             for msg in self.messages_of(std::slice::from_ref(&row), handled) {
-                self.stats.table(&target, |c| c.dead_lettered += 1);
                 if !matches!(
                     self.dead_letter(&msg, "load", &reason, None, shutdown)
                         .await,
@@ -922,6 +934,7 @@ impl Pipeline {
                 ) {
                     return Isolation::Abandoned;
                 }
+                self.stats.table(&target, |c| c.dead_lettered += 1);
             }
         }
         Isolation::Done(loaded)

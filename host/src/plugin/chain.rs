@@ -45,23 +45,6 @@ impl Entry {
     }
 }
 
-/// The columns floe writes itself into the warehouse and stage tables, which plugins may not
-/// edit (the pipeline may set others: see [`PluginChain::set_reserved_columns`]).
-pub const DEFAULT_RESERVED_COLUMNS: &[&str] = &[
-    "IS_DELETED",
-    "CDC_OPERATION",
-    "CDC_TIMESTAMP",
-    "CDC_LSN",
-    "CDC_KAFKA_PARTITION",
-    "CDC_KAFKA_OFFSET",
-    "CDC_LOADED_AT",
-    "FLOE_ACTION",
-    "FLOE_UNCHANGED",
-];
-
-/// Name prefixes floe keeps for its own columns, whatever the reserved names are.
-const RESERVED_PREFIXES: &[&str] = &["CDC_", "FLOE_"];
-
 /// The running chain of plugins.
 pub struct PluginChain {
     entries: Vec<Entry>,
@@ -75,10 +58,13 @@ impl Default for PluginChain {
         PluginChain {
             entries: Vec::new(),
             columns: ColumnCache::default(),
+            // floe's columns under their default names (`snowflake.columns`); the pipeline sets
+            // the configured ones.
             reserved: ReservedColumns::new(
-                DEFAULT_RESERVED_COLUMNS
+                crate::config::MetaColumns::default()
+                    .named()
                     .iter()
-                    .map(|c| c.to_string())
+                    .map(|(_, name)| name.to_string())
                     .collect(),
             ),
         }
@@ -108,8 +94,8 @@ impl PluginChain {
 
     /// Sets the columns floe writes itself (metadata and staging columns), which plugins may
     /// not edit: an edit that sets or removes one rejects its change. Compared with edits'
-    /// names after upper-casing both, as Snowflake names columns; names starting with `CDC_` or
-    /// `FLOE_` are floe's whatever this list says. Defaults to [`DEFAULT_RESERVED_COLUMNS`];
+    /// names after upper-casing both, as Snowflake names columns. Defaults to floe's columns
+    /// under their default names (`snowflake.columns`);
     /// a reloaded chain keeps the list of the chain it replaces.
     pub fn set_reserved_columns(&mut self, names: Vec<String>) {
         self.reserved = ReservedColumns::new(names);
@@ -256,12 +242,12 @@ fn same_column(a: &str, b: &str) -> bool {
     }
 }
 
-/// floe's columns: the reserved names (upper-cased) and floe's prefixes. Every edit of every
+/// floe's columns: the reserved names (upper-cased). Every edit of every
 /// kept change is checked (a plugin sets several columns per change), so most names are
 /// cleared by their first letter alone.
 struct ReservedColumns {
     names: Vec<String>,
-    /// `initials[b]`: some reserved name or prefix starts with the ASCII letter `b`, either case.
+    /// `initials[b]`: some reserved name starts with the ASCII letter `b`, either case.
     initials: [bool; 128],
 }
 
@@ -269,12 +255,7 @@ impl ReservedColumns {
     fn new(names: Vec<String>) -> Self {
         let names: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
         let mut initials = [false; 128];
-        for first in names
-            .iter()
-            .map(String::as_str)
-            .chain(RESERVED_PREFIXES.iter().copied())
-            .filter_map(|n| n.bytes().next())
-        {
+        for first in names.iter().filter_map(|n| n.bytes().next()) {
             if first.is_ascii() {
                 initials[first.to_ascii_uppercase() as usize] = true;
                 initials[first.to_ascii_lowercase() as usize] = true;
@@ -289,17 +270,10 @@ impl ReservedColumns {
             None => self.names.iter().any(|n| n.is_empty()),
             Some(first) if first.is_ascii() && name.is_ascii() => {
                 self.initials[first as usize]
-                    && (RESERVED_PREFIXES
-                        .iter()
-                        .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
-                        || self.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+                    && self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
             }
             // Upper-casing may turn a non-ASCII letter into an ASCII one ("ı" into "I").
-            Some(_) => {
-                let upper = name.to_uppercase();
-                RESERVED_PREFIXES.iter().any(|p| upper.starts_with(p))
-                    || self.names.contains(&upper)
-            }
+            Some(_) => self.names.contains(&name.to_uppercase()),
         }
     }
 }
@@ -319,14 +293,7 @@ mod tests {
     #[test]
     fn floes_columns_are_recognised_whatever_their_case() {
         let r = reserved();
-        for name in [
-            "IS_DELETED",
-            "is_deleted",
-            "Cdc_Lsn",
-            "floe_action",
-            "cdc_anything",
-            "FLOE_",
-        ] {
+        for name in ["IS_DELETED", "is_deleted", "Cdc_Lsn", "cdc_position"] {
             assert!(is_reserved(name, &r), "{name}");
         }
         // Upper-cased, a dotless i is an I: Snowflake would name this column IS_DELETED.
@@ -338,20 +305,23 @@ mod tests {
             "cdc",
             "my_cdc_lsn",
             "\u{e9}t\u{e9}",
+            // The stage table names its columns by position: these are source columns like any.
+            "floe_action",
+            "cdc_anything",
         ] {
             assert!(!is_reserved(name, &r), "{name}");
         }
     }
 
     #[test]
-    fn the_reserved_names_can_be_replaced_but_not_the_prefixes() {
+    fn the_reserved_names_can_be_replaced() {
         let mut chain = PluginChain::default();
         chain.set_reserved_columns(vec!["_deleted".into(), "Loaded_At".into()]);
         assert_eq!(chain.reserved_columns(), ["_DELETED", "LOADED_AT"]);
         let r = &chain.reserved;
         assert!(is_reserved("_Deleted", r) && is_reserved("loaded_at", r));
         assert!(!is_reserved("is_deleted", r) && !is_reserved("status", r));
-        assert!(is_reserved("cdc_lsn", r) && is_reserved("FLOE_ACTION", r));
+        assert!(!is_reserved("cdc_lsn", r) && !is_reserved("FLOE_ACTION", r));
     }
 
     #[test]

@@ -137,10 +137,20 @@ impl SnowflakeClient {
         result
     }
 
-    /// Forgets the session, so the next statement logs in again (session-scoped objects are
-    /// recreated then; see [`Self::generation`]).
-    pub fn reset(&mut self) {
-        self.session = None;
+    /// Runs statements (each with its binds) in one transaction: all of them or none.
+    pub async fn transaction(
+        &mut self,
+        statements: Vec<(String, Vec<String>)>,
+    ) -> Result<(), SinkError> {
+        self.execute("BEGIN").await?;
+        for (sql, binds) in statements {
+            if let Err(e) = self.execute_binds(&sql, binds).await {
+                // Best effort: a lost session has rolled back already.
+                let _ = self.execute("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+        self.execute("COMMIT").await
     }
 
     fn settle(

@@ -23,7 +23,11 @@ use self::schema::{
     create_rejects_sql, create_stage_sql, create_target_sql, evolve, ident, insert_rejects_sql,
     meta, meta_columns, sql_type, target_columns, warehouse_name, Evolution, TargetColumn,
 };
-use super::SinkError;
+use super::{ErrorClass, SinkError};
+
+/// Stage tables are `FLOE_STAGE_<TARGET>` (temporary, in the session's schema): no target may
+/// be named so.
+const STAGE_PREFIX: &str = "FLOE_STAGE_";
 use crate::batch::{FoldedRow, LogKey, TableBatch};
 use crate::change::{Column, ColumnType, SourcePosition, TableId};
 use crate::config::{DeleteMode, SnowflakeConfig};
@@ -192,12 +196,20 @@ impl SnowflakeSink {
         rows: &[FoldedRow],
     ) -> Result<usize, SinkError> {
         let result = self.load_rows(table, tb, rows).await;
-        if result.is_err() {
-            // Whatever failed, the session (and its temporary stage table) may be gone: make
-            // the next attempt check and recreate it.
-            if let Some(state) = self.tables.get_mut(table) {
-                state.stage_generation = 0;
+        match &result {
+            // The table itself is at fault (dropped, altered, refused): plan it again from
+            // scratch next time (create, evolve), which is where such a fault is fixed.
+            Err(e) if e.class() == ErrorClass::Table => {
+                self.tables.remove(table);
             }
+            // The session (and its temporary stage table) may be gone: make the next attempt
+            // check and recreate it.
+            Err(_) => {
+                if let Some(state) = self.tables.get_mut(table) {
+                    state.stage_generation = 0;
+                }
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -247,13 +259,18 @@ impl SnowflakeSink {
                 .await
         }
         .await;
+        if result.is_err() {
+            // The table is at fault: plan it again from scratch next time.
+            self.tables.remove(table);
+        }
         result.map_err(|e| e.for_table(&target))
     }
 
-    /// Applies a source `TRUNCATE` at `position`: the cut is recorded in floe's state table
-    /// first (so no process loads an older change of the table afterwards, whichever partition
-    /// or replay it comes from), then the rows loaded before it are deleted (hard mode) or
-    /// marked deleted (soft mode). A table that does not exist yet has nothing to cut.
+    /// Applies a source `TRUNCATE` at `position`, in one transaction: the cut is recorded in
+    /// floe's state table (so no process loads an older change of the table afterwards,
+    /// whichever partition or replay it comes from) and the rows loaded before it are deleted
+    /// (hard mode) or marked deleted (soft mode); both or neither. A table that does not exist
+    /// yet has nothing to cut, and the cut is recorded all the same.
     pub async fn truncate(
         &mut self,
         table: &TableId,
@@ -262,45 +279,46 @@ impl SnowflakeSink {
         let name = self.table_name(table);
         let result = async {
             self.claim(table).await?;
+            let exists = !self.column_types(table).await?.is_empty();
+            let mut statements: Vec<(String, Vec<String>)> = Vec::new();
             if position.known {
                 let cut = position.log_text();
-                self.client
-                    .execute_binds(
-                        &format!(
-                            "UPDATE {} SET \"TRUNCATED_BEFORE\" = ?, \"UPDATED_AT\" = CURRENT_TIMESTAMP() \
-                             WHERE \"TARGET_TABLE\" = ? AND (\"TRUNCATED_BEFORE\" IS NULL OR \"TRUNCATED_BEFORE\" < ?)",
-                            self.state_table()
-                        ),
-                        vec![cut.clone(), name.to_uppercase(), cut],
-                    )
-                    .await?;
+                statements.push((
+                    format!(
+                        "UPDATE {} SET \"TRUNCATED_BEFORE\" = ?, \"UPDATED_AT\" = CURRENT_TIMESTAMP() \
+                         WHERE \"TARGET_TABLE\" = ? AND (\"TRUNCATED_BEFORE\" IS NULL OR \"TRUNCATED_BEFORE\" < ?)",
+                        self.state_table()
+                    ),
+                    vec![cut.clone(), name.to_uppercase(), cut],
+                ));
             }
-            if self.column_types(table).await?.is_empty() {
-                info!(table = %name, "source TRUNCATE of a table not created yet: recorded, nothing to delete");
-                return Ok(());
-            }
-            let target = self.target_name(table);
-            let m = |i: usize| ident(&self.meta[i].name);
-            // Rows of an older log position (or without one: loaded before the truncate).
-            let older = format!(
-                "({pos} IS NOT NULL AND SUBSTR({pos}, 2) < ?) OR ({pos} IS NULL AND ({lsn} IS NULL OR {lsn} < ?))",
-                pos = m(meta::POSITION),
-                lsn = m(meta::LSN),
-            );
-            let (cut, lsn) = if position.known {
-                (position.log_text(), position.lsn.to_string())
+            if exists {
+                let target = self.target_name(table);
+                let m = |i: usize| ident(&self.meta[i].name);
+                // Rows of an older log position (or without one: loaded before the truncate).
+                let older = format!(
+                    "({pos} IS NOT NULL AND SUBSTR({pos}, 2) < ?) OR ({pos} IS NULL AND ({lsn} IS NULL OR {lsn} < ?))",
+                    pos = m(meta::POSITION),
+                    lsn = m(meta::LSN),
+                );
+                let (cut, lsn) = if position.known {
+                    (position.log_text(), position.lsn.to_string())
+                } else {
+                    ("G".to_string(), u64::MAX.to_string())
+                };
+                let sql = match self.cfg.delete_mode {
+                    DeleteMode::Hard => format!("DELETE FROM {target} WHERE {older}"),
+                    DeleteMode::Soft => format!(
+                        "UPDATE {target} SET {} = TRUE, {} = 't' WHERE {older}",
+                        m(meta::IS_DELETED),
+                        m(meta::OPERATION)
+                    ),
+                };
+                statements.push((sql, vec![cut, lsn]));
             } else {
-                ("G".to_string(), u64::MAX.to_string())
-            };
-            let sql = match self.cfg.delete_mode {
-                DeleteMode::Hard => format!("DELETE FROM {target} WHERE {older}"),
-                DeleteMode::Soft => format!(
-                    "UPDATE {target} SET {} = TRUE, {} = 't' WHERE {older}",
-                    m(meta::IS_DELETED),
-                    m(meta::OPERATION)
-                ),
-            };
-            self.client.execute_binds(&sql, vec![cut, lsn]).await
+                info!(table = %name, "source TRUNCATE of a table not created yet: recorded, nothing to delete");
+            }
+            self.client.transaction(statements).await
         }
         .await;
         result.map_err(|e| e.for_table(&name))
@@ -346,12 +364,13 @@ impl SnowflakeSink {
             ),
         }
         };
-        if names[0] == self.cfg.state_table.to_uppercase() {
+        if names[0] == self.cfg.state_table.to_uppercase() || names[0].starts_with(STAGE_PREFIX) {
             return Err(SinkError::Table {
                 table: target.clone(),
                 reason: format!(
-                    "source table {source} would load into {target}, floe's own state table; \
-                     name it otherwise (snowflake.tables) or move floe's table (snowflake.state_table)"
+                    "source table {source} would load into {target}, a name floe keeps for itself \
+                     (its state table, snowflake.state_table, or a stage table, {STAGE_PREFIX}*); \
+                     name it otherwise (snowflake.tables)"
                 ),
             });
         }
@@ -413,10 +432,17 @@ impl SnowflakeSink {
     }
 
     async fn prepare_table(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
-        let columns = tb.columns.clone().ok_or_else(|| SinkError::Table {
-            table: table.table.to_string(),
-            reason: "no row image in the batch".into(),
-        })?;
+        // A batch of deletes without images (only keys) loads with the plan it already has.
+        let columns = match (&tb.columns, self.tables.get(table)) {
+            (Some(c), _) => c.clone(),
+            (None, Some(state)) => state.source_columns.clone(),
+            (None, None) => {
+                return Err(SinkError::Table {
+                    table: table.table.to_string(),
+                    reason: "no row image in the batch, and the table is not known yet".into(),
+                })
+            }
+        };
         let known = self
             .tables
             .get(table)
@@ -587,18 +613,9 @@ impl SnowflakeSink {
             }
             // floe's own columns too: a table created by an older floe, or by hand, may lack
             // some (the position column came later).
-            for c in cols.iter().chain(&self.meta) {
-                if !existing.contains_key(&c.name) {
-                    self.client
-                        .execute(&format!(
-                            "ALTER TABLE {target} ADD COLUMN {} {}",
-                            ident(&c.name),
-                            c.sql_type
-                        ))
-                        .await?;
-                    info!(table = %target, column = %c.name, r#type = %c.sql_type, "added a column to the target table");
-                }
-            }
+            let meta = self.meta.clone();
+            self.add_missing_columns(&target, &existing, cols.iter().chain(&meta))
+                .await?;
             info!(table = %target, "target table ready");
             if created {
                 if let Some(views) = self.cfg.views_file.clone() {
@@ -627,7 +644,7 @@ impl SnowflakeSink {
             .collect::<Result<Vec<_>, _>>()?;
         let name = self.table_name(table);
         Ok(MergePlan {
-            stage: ident(&format!("FLOE_STAGE_{name}")),
+            stage: ident(&format!("{STAGE_PREFIX}{name}")),
             target,
             target_name: name.to_uppercase(),
             state: self.state_table(),
@@ -705,19 +722,8 @@ impl SnowflakeSink {
                         reason: format!("column {wname} is missing from the target table"),
                     })
                 }
-                // A column whose type is known (a plugin added it): add it to the table.
-                (None, ty) => {
-                    let t = sql_type(ty);
-                    self.client
-                        .execute(&format!(
-                            "ALTER TABLE {} ADD COLUMN {} {t}",
-                            self.target_name(table),
-                            ident(&wname)
-                        ))
-                        .await?;
-                    info!(table = %name, column = %wname, r#type = %t, "added a column to the target table");
-                    t
-                }
+                // A column whose type is known (a plugin added it): added below.
+                (None, ty) => sql_type(ty),
             };
             out.push(TargetColumn {
                 name: wname,
@@ -725,20 +731,31 @@ impl SnowflakeSink {
             });
         }
         // A table created by hand (or by an older floe) may lack some of floe's columns.
-        for c in &self.meta {
-            if !types.contains_key(&c.name) {
-                self.client
-                    .execute(&format!(
-                        "ALTER TABLE {} ADD COLUMN {} {}",
-                        self.target_name(table),
-                        ident(&c.name),
-                        c.sql_type
-                    ))
-                    .await?;
-                info!(table = %name, column = %c.name, "added floe's column to the target table");
-            }
-        }
+        let meta = self.meta.clone();
+        self.add_missing_columns(&self.target_name(table), &types, out.iter().chain(&meta))
+            .await?;
         Ok(out)
+    }
+
+    /// Adds to `target` the columns `existing` lacks. `IF NOT EXISTS`: another floe process
+    /// of the group may add the same column at the same moment.
+    async fn add_missing_columns(
+        &mut self,
+        target: &str,
+        existing: &HashMap<String, String>,
+        columns: impl Iterator<Item = &TargetColumn>,
+    ) -> Result<(), SinkError> {
+        for c in columns.filter(|c| !existing.contains_key(&c.name)) {
+            self.client
+                .execute(&format!(
+                    "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {}",
+                    ident(&c.name),
+                    c.sql_type
+                ))
+                .await?;
+            info!(table = %target, column = %c.name, r#type = %c.sql_type, "added a column to the target table");
+        }
+        Ok(())
     }
 
     async fn run_sql_file(&mut self, path: &std::path::Path) -> Result<(), SinkError> {
