@@ -509,14 +509,16 @@ impl MetaColumns {
     }
 }
 
-/// What a `TRUNCATE` on the source does in the warehouse.
+/// What a `TRUNCATE` on the source does in the warehouse. Debezium sends truncates only when
+/// told to (`skipped.operations` without `t`), so by default one that arrives is applied: the
+/// warehouse must match the source.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TruncateMode {
     /// Log it and change nothing.
-    #[default]
     Ignore,
     /// Delete (hard mode) or mark deleted (soft mode) every row of the table.
+    #[default]
     Apply,
 }
 
@@ -1149,6 +1151,7 @@ user = "floe"
         assert_eq!(cfg.batch_max_wait(), Duration::from_secs(5));
         assert_eq!(cfg.snowflake.database, "CDC_WAREHOUSE");
         assert_eq!(cfg.snowflake.delete_mode, DeleteMode::Soft);
+        assert_eq!(cfg.snowflake.truncate, TruncateMode::Apply);
         assert_eq!(cfg.snowflake.password.as_ref().unwrap().expose(), "pw");
     }
 
