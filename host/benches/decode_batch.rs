@@ -33,6 +33,7 @@ fn main() {
         max_records: BATCH,
         max_wait: Duration::from_secs(3600),
         max_bytes: usize::MAX,
+        backlog_max_records: BATCH,
     });
     let mut plan: Option<MergePlan> = None;
     let mut payload_bytes = 0usize;

@@ -232,11 +232,18 @@ impl Batch {
 
 /// Size and time limits of a batch (the guide's defaults: 100 records, 5 s), and a bound on
 /// the bytes of the messages it holds.
+///
+/// Batches are adaptive: `max_records` and `max_wait` bound latency while floe is caught up;
+/// a batch that fills before its time is up means a backlog, and the next one may hold twice
+/// as many records, up to `backlog_max_records` (and always `max_bytes`), so that the
+/// warehouse's cost per statement is spread over many rows. A batch closed by time means floe
+/// has caught up: the next one is back to `max_records`.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     pub max_records: usize,
     pub max_wait: Duration,
     pub max_bytes: usize,
+    pub backlog_max_records: usize,
 }
 
 /// Accumulates changes into the current batch. Changes wait unfolded (so the plugin chain
@@ -244,6 +251,8 @@ pub struct BatchLimits {
 #[derive(Debug)]
 pub struct Batcher {
     limits: BatchLimits,
+    /// Records the current batch may hold: `max_records` when caught up, more under a backlog.
+    target: usize,
     /// Changes pushed since the last seal, in push order (their index is their position).
     pending: Vec<Change>,
     current: Batch,
@@ -256,6 +265,7 @@ impl Batcher {
     pub fn new(limits: BatchLimits) -> Self {
         Batcher {
             limits,
+            target: limits.max_records,
             pending: Vec::new(),
             current: Batch::default(),
             opened: None,
@@ -305,9 +315,36 @@ impl Batcher {
         self.current.changes == 0 && self.pending.is_empty()
     }
 
+    /// Whether the batch holds as many records (or bytes) as it may.
     pub fn is_full(&self) -> bool {
-        self.current.changes + self.pending.len() >= self.limits.max_records
+        self.current.changes + self.pending.len() >= self.target
             || self.bytes >= self.limits.max_bytes
+    }
+
+    /// Records the current batch may hold (see [`BatchLimits`]).
+    pub fn target(&self) -> usize {
+        self.target
+    }
+
+    /// Drops the pending changes whose index `drop` names (their messages went to another
+    /// consumer in a rebalance). Only while nothing is sealed: indexes stay those of the
+    /// remaining changes in order. Returns how many were dropped.
+    pub fn drop_pending(&mut self, drop: impl Fn(usize) -> bool) -> usize {
+        if self.current.changes > 0 {
+            return 0;
+        }
+        let before = self.pending.len();
+        let mut i = 0;
+        self.pending.retain(|_| {
+            let keep = !drop(i);
+            i += 1;
+            keep
+        });
+        if self.pending.is_empty() {
+            self.opened = None;
+            self.bytes = 0;
+        }
+        before - self.pending.len()
     }
 
     /// When the current batch must be flushed by time, if it holds anything.
@@ -323,6 +360,17 @@ impl Batcher {
     /// Takes the current batch, leaving an empty one. Changes still pending are sealed into it
     /// first (all kept), so nothing pushed can vanish.
     pub fn take(&mut self) -> Batch {
+        if self.is_full() {
+            // A backlog: spread the next statements over more rows.
+            self.target =
+                (self.target * 2).min(self.limits.backlog_max_records.max(self.limits.max_records));
+        } else if self
+            .opened
+            .is_some_and(|t| t.elapsed() >= self.limits.max_wait)
+        {
+            // Closed by time: caught up, back to the latency bound.
+            self.target = self.limits.max_records;
+        }
         if self.has_pending() {
             self.seal(|_| true);
         }
@@ -382,6 +430,7 @@ mod tests {
             max_records: 3,
             max_wait: Duration::from_secs(5),
             max_bytes: usize::MAX,
+            backlog_max_records: 3,
         });
         for c in changes {
             b.push(c, 0);
@@ -427,6 +476,7 @@ mod tests {
             max_records: 10,
             max_wait: Duration::from_secs(5),
             max_bytes: usize::MAX,
+            backlog_max_records: 10,
         });
         b.push(keyed(1, [("line_no", 4), ("order_id", 1)]), 0);
         b.push(keyed(2, [("order_id", 4), ("line_no", 1)]), 0);
@@ -548,6 +598,7 @@ mod tests {
             max_records: 2,
             max_wait: Duration::from_millis(50),
             max_bytes: usize::MAX,
+            backlog_max_records: 2,
         });
         assert!(b.deadline().is_none() && b.is_empty());
         b.push(change(Op::Create, 1, 1, "a", text("")), 0);
@@ -561,11 +612,68 @@ mod tests {
     }
 
     #[test]
+    fn batches_grow_under_a_backlog_and_shrink_once_caught_up() {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 2,
+            max_wait: Duration::from_millis(30),
+            max_bytes: usize::MAX,
+            backlog_max_records: 5,
+        });
+        let fill = |b: &mut Batcher| {
+            let mut n = 0;
+            while !b.is_full() {
+                b.push(change(Op::Create, n, n as u64 + 1, "a", text("")), 0);
+                n += 1;
+            }
+            b.take();
+            n
+        };
+        // Full before their time, each batch allows twice the last, up to the cap.
+        assert_eq!(
+            [fill(&mut b), fill(&mut b), fill(&mut b), fill(&mut b)],
+            [2, 4, 5, 5]
+        );
+        // A batch closed by time: caught up, back to the latency bound.
+        b.push(change(Op::Create, 1, 1, "a", text("")), 0);
+        std::thread::sleep(Duration::from_millis(40));
+        b.take();
+        assert_eq!(b.target(), 2);
+        // A batch taken early and not full (a TRUNCATE between batches) changes nothing.
+        assert_eq!(fill(&mut b), 2);
+        b.push(change(Op::Create, 1, 1, "a", text("")), 0);
+        b.take();
+        assert_eq!(b.target(), 4);
+    }
+
+    #[test]
+    fn dropping_pending_changes_keeps_the_others_in_order() {
+        let mut b = Batcher::new(BatchLimits {
+            max_records: 10,
+            max_wait: Duration::from_secs(5),
+            max_bytes: usize::MAX,
+            backlog_max_records: 10,
+        });
+        for id in 1..=4 {
+            b.push(change(Op::Create, id, id as u64, "a", text("")), 0);
+        }
+        assert_eq!(b.drop_pending(|i| i % 2 == 0), 2);
+        let ids: Vec<_> = b
+            .pending_mut()
+            .iter()
+            .map(|c| c.after.as_ref().unwrap().cells[0].clone())
+            .collect();
+        assert_eq!(ids, [Cell::Value(2.into()), Cell::Value(4.into())]);
+        assert_eq!(b.drop_pending(|_| true), 2);
+        assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
     fn taking_an_unsealed_batch_keeps_every_change() {
         let mut b = Batcher::new(BatchLimits {
             max_records: 10,
             max_wait: Duration::from_secs(5),
             max_bytes: usize::MAX,
+            backlog_max_records: 10,
         });
         b.push(change(Op::Create, 1, 1, "a", text("")), 0);
         b.push(change(Op::Create, 2, 2, "a", text("")), 0);
@@ -580,6 +688,7 @@ mod tests {
             max_records: 10,
             max_wait: Duration::from_secs(5),
             max_bytes: usize::MAX,
+            backlog_max_records: 10,
         });
         for id in 1..=3 {
             assert_eq!(
@@ -638,6 +747,7 @@ mod tests {
             max_records: 100,
             max_wait: Duration::from_secs(5),
             max_bytes: 1000,
+            backlog_max_records: 100,
         });
         b.push(change(Op::Create, 1, 1, "a", text("")), 600);
         assert!(!b.is_full());

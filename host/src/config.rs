@@ -406,7 +406,9 @@ impl fmt::Debug for KafkaConfig {
 }
 
 /// Batch limits: a batch is loaded when it holds `max_records` changes, `max_bytes` of
-/// messages, or is `max_wait_ms` old.
+/// messages, or is `max_wait_ms` old. Under a backlog (a batch full before its time), the
+/// next batch may hold twice as many changes, up to `backlog_max_records`; a batch closed by
+/// time brings it back to `max_records`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
@@ -418,6 +420,10 @@ pub struct BatchConfig {
     /// of `max_records` take gigabytes.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
+    /// The most changes a batch may grow to under a backlog; below `max_records` it is
+    /// `max_records` (batches never grow).
+    #[serde(default = "default_backlog_max_records")]
+    pub backlog_max_records: usize,
 }
 
 impl Default for BatchConfig {
@@ -426,6 +432,7 @@ impl Default for BatchConfig {
             max_records: default_max_records(),
             max_wait_ms: default_max_wait_ms(),
             max_bytes: default_max_bytes(),
+            backlog_max_records: default_backlog_max_records(),
         }
     }
 }
@@ -764,6 +771,9 @@ fn default_max_wait_ms() -> u64 {
 }
 fn default_max_bytes() -> usize {
     32 * 1024 * 1024
+}
+fn default_backlog_max_records() -> usize {
+    10_000
 }
 fn default_database() -> String {
     "CDC_WAREHOUSE".into()

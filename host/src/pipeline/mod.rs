@@ -129,6 +129,7 @@ impl Pipeline {
             max_records: cfg.batch.max_records,
             max_wait: cfg.batch_max_wait(),
             max_bytes: cfg.batch.max_bytes,
+            backlog_max_records: cfg.batch.backlog_max_records,
         });
         Ok(Pipeline {
             cfg,
