@@ -35,6 +35,8 @@ pub struct Stats {
     pub loaded: AtomicU64,
     /// Batches loaded.
     pub batches: AtomicU64,
+    /// Statements sent to Snowflake (loads, DDL, rejects, state).
+    pub statements: AtomicU64,
     /// Messages sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
     /// Failed attempts (loads, dead-letter sends, Kafka errors); each was retried.
@@ -99,7 +101,7 @@ impl Stats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let lag = lag.load(Ordering::Relaxed);
         format!(
-            "consumed={} decoded={} tombstones={} validated={} rejected={} dropped={} plugin_faults={} loaded={} batches={} dlq={} errors={} lag={}",
+            "consumed={} decoded={} tombstones={} validated={} rejected={} dropped={} plugin_faults={} loaded={} batches={} statements={} dlq={} errors={} lag={}",
             g(&self.consumed),
             g(&self.decoded),
             g(&self.tombstones),
@@ -109,6 +111,7 @@ impl Stats {
             g(&self.plugin_faults),
             g(&self.loaded),
             g(&self.batches),
+            g(&self.statements),
             g(&self.dead_lettered),
             g(&self.errors),
             if lag < 0 {
@@ -182,6 +185,11 @@ impl Stats {
                 "floe_batches_loaded_total",
                 "Batches loaded.",
                 g(&self.batches),
+            ),
+            (
+                "floe_snowflake_statements_total",
+                "Statements sent to Snowflake.",
+                g(&self.statements),
             ),
             (
                 "floe_dead_lettered_total",
@@ -377,7 +385,7 @@ mod tests {
         let line = s.line(&AtomicI64::new(-1));
         assert_eq!(
             line,
-            "consumed=3 decoded=0 tombstones=0 validated=0 rejected=0 dropped=0 plugin_faults=0 loaded=0 batches=0 dlq=1 errors=0 lag=?"
+            "consumed=3 decoded=0 tombstones=0 validated=0 rejected=0 dropped=0 plugin_faults=0 loaded=0 batches=0 statements=0 dlq=1 errors=0 lag=?"
         );
     }
 
@@ -388,7 +396,7 @@ mod tests {
         let text = s.prometheus(&AtomicI64::new(7));
         assert!(text.contains("floe_rows_loaded_total 42\n"), "{text}");
         assert!(text.contains("# TYPE floe_consumer_lag gauge\nfloe_consumer_lag 7\n"));
-        assert_eq!(text.matches("# TYPE").count(), 15);
+        assert_eq!(text.matches("# TYPE").count(), 16);
     }
 
     #[test]

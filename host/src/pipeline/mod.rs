@@ -668,6 +668,9 @@ impl Pipeline {
         }
         Stats::add(&self.stats.loaded, loaded as u64);
         Stats::add(&self.stats.batches, 1);
+        self.stats
+            .statements
+            .store(self.sink.statements(), std::sync::atomic::Ordering::Relaxed);
         self.commit();
         Step::Done
     }

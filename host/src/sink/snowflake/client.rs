@@ -18,6 +18,8 @@ pub struct SnowflakeClient {
     /// Incremented every time a new session is opened; session-scoped objects (the temporary
     /// stage tables) must be recreated when it changes.
     generation: u64,
+    /// Statements sent (for the stats: statements per batch).
+    statements: u64,
 }
 
 impl SnowflakeClient {
@@ -69,7 +71,13 @@ impl SnowflakeClient {
             client,
             session: None,
             generation: 0,
+            statements: 0,
         })
+    }
+
+    /// Statements sent so far.
+    pub fn statements(&self) -> u64 {
+        self.statements
     }
 
     /// The current session generation (see the field's doc).
@@ -103,6 +111,7 @@ impl SnowflakeClient {
 
     /// Runs a statement with bound text values, one per `?` in order.
     pub async fn execute_binds(&mut self, sql: &str, binds: Vec<String>) -> Result<(), SinkError> {
+        self.statements += 1;
         let result = self.session().await?.query(statement(sql, binds)).await;
         self.settle(sql, result.map(|_| ()))
     }
@@ -113,6 +122,7 @@ impl SnowflakeClient {
         sql: &str,
         binds: Vec<String>,
     ) -> Result<Vec<Vec<Option<String>>>, SinkError> {
+        self.statements += 1;
         let result = async {
             let table = self
                 .session()

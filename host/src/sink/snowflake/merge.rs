@@ -143,6 +143,27 @@ impl MergePlan {
     /// The MERGE from the stage into the target. It has one bind: the target's name in the
     /// state table (for the TRUNCATE guard), i.e. [`MergePlan::target_name`].
     pub fn merge_sql(&self) -> String {
+        self.merge_from(&self.stage)
+    }
+
+    /// The MERGE straight from one bound payload, with no stage: the whole load in one
+    /// statement. Two binds: the payload, then [`MergePlan::target_name`]. Only for a batch
+    /// that fits one payload and has no unchanged-TOAST cells to fill from the target.
+    pub fn merge_payload_sql(&self) -> String {
+        let exprs: Vec<String> = self
+            .stage_types()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{} AS {}", stage_expr(i, t), stage_col(i)))
+            .collect();
+        self.merge_from(&format!(
+            "(SELECT {} FROM LATERAL FLATTEN(INPUT => PARSE_JSON(?)) f)",
+            exprs.join(", ")
+        ))
+    }
+
+    /// The MERGE into the target from `source`, a relation with the stage's columns.
+    fn merge_from(&self, source: &str) -> String {
         let pos = |m: usize| stage_col(self.meta_at(m));
         let t_pos = ident(&self.meta[meta::POSITION].name);
         let t_lsn = ident(&self.meta[meta::LSN].name);
@@ -188,10 +209,9 @@ impl MergePlan {
         // Changes from before the last source TRUNCATE recorded for this table are left out,
         // whichever process applied it (its log position, without the kind digit).
         let head = format!(
-            "MERGE INTO {target} t USING (SELECT * FROM {stage} WHERE {sp} IS NULL OR SUBSTR({sp}, 2) > \
+            "MERGE INTO {target} t USING (SELECT * FROM {source} WHERE {sp} IS NULL OR SUBSTR({sp}, 2) > \
              COALESCE((SELECT MAX(\"TRUNCATED_BEFORE\") FROM {state} WHERE \"TARGET_TABLE\" = ?), '')) s ON {join}",
             target = self.target,
-            stage = self.stage,
             sp = pos(meta::POSITION),
             state = self.state,
             join = self.key_join("t", "s"),

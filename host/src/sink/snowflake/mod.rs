@@ -1,6 +1,7 @@
 //! The Snowflake sink: creates each target table (and the configured views) if missing, and
-//! loads one table's folded rows in a few round trips: stage the bound payload, fill unchanged
-//! TOAST values from the target, one MERGE.
+//! loads one table's folded rows in one round trip (a MERGE straight from the bound payload),
+//! or, for a batch larger than one payload or with unchanged TOAST values to fill from the
+//! target, a few: stage the payloads, fill, one MERGE.
 //!
 //! Owns the warehouse side of every table: its name (and that no two sources share one,
 //! through floe's state table), its columns (and that none collides with floe's own), its
@@ -94,6 +95,11 @@ impl SnowflakeSink {
             return;
         }
         self.topics.insert(table.clone(), Arc::from(topic));
+    }
+
+    /// Statements sent to Snowflake so far.
+    pub fn statements(&self) -> u64 {
+        self.client.statements()
     }
 
     /// The warehouse name of a source table's target: `snowflake.table` if set, else the
@@ -225,7 +231,21 @@ impl SnowflakeSink {
         }
         self.prepare(table, tb).await?;
         let plan = self.tables[table].plan.clone();
-        let staged = plan.stage_rows(rows, Utc::now(), MAX_PAYLOAD_BYTES);
+        let mut staged = plan.stage_rows(rows, Utc::now(), MAX_PAYLOAD_BYTES);
+        if staged.payloads.len() == 1
+            && (plan.is_append_only() || staged.unchanged_columns.is_empty())
+        {
+            // The common case: one statement, straight from the bound payload.
+            let payload = staged.payloads.remove(0);
+            self.client
+                .execute_binds(
+                    &plan.merge_payload_sql(),
+                    vec![payload.json, plan.target_name.clone()],
+                )
+                .await?;
+            return Ok(rows.len());
+        }
+        // Several payloads, or unchanged values to fill from the target: through the stage.
         self.client
             .execute(&format!("DELETE FROM {}", plan.stage))
             .await?;
