@@ -1,12 +1,11 @@
 //! The run loop: consume → decode → plugin chain → batch → load → commit offsets, in one
-//! direction. Owns delivery: every message read is open in the [`ledger::Ledger`] until it is
-//! loaded, dead-lettered or skipped on purpose, and only the ledger says what may be
-//! committed. Owns what a failure does, by its class ([`crate::sink::ErrorClass`]): an outage
+//! direction. Owns delivery: every message read is open in the source's
+//! [`crate::source::ledger::Ledger`] until it is loaded, dead-lettered or skipped on purpose,
+//! and only the ledger says what may be committed; messages of partitions revoked in a
+//! rebalance are dropped from memory. Owns what a failure does, by its class ([`crate::sink::ErrorClass`]): an outage
 //! is retried with backoff, a refused row is isolated and dead-lettered, a table that cannot
 //! load is blocked alone (its records dead-lettered or held, `snowflake.on_table_error`) while
 //! the other tables load, a fatal error stops floe.
-
-pub mod ledger;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,7 +18,6 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
-use self::ledger::{Ledger, Partition};
 use crate::batch::{BatchLimits, Batcher, FoldedRow, TableBatch};
 use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
@@ -32,6 +30,7 @@ use crate::plugin::{Outcome, PluginChain, PluginEngine};
 use crate::sink::snowflake::{Rejected, SnowflakeSink};
 use crate::sink::{ErrorClass, SinkError};
 use crate::source::kafka::KafkaSource;
+use crate::source::ledger::{Partition, Read};
 
 /// Longest wait between two attempts: short enough that a recovered warehouse is used again
 /// within seconds, long enough not to hammer one that is down.
@@ -72,7 +71,6 @@ pub struct Pipeline {
     batcher: Batcher,
     /// The Kafka messages of the current batch, by the index the batcher gave each change.
     in_flight: Vec<OwnedMessage>,
-    ledger: Ledger,
     blocked: HashMap<TableId, Blocked>,
     stats: Arc<Stats>,
 }
@@ -141,7 +139,6 @@ impl Pipeline {
             reloader,
             batcher,
             in_flight: Vec::new(),
-            ledger: Ledger::default(),
             blocked: HashMap::new(),
             stats: Arc::new(Stats::default()),
         })
@@ -195,7 +192,7 @@ impl Pipeline {
             let step = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() && !self.ledger.has_open() => {
+                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() && !self.source.has_open() => {
                     info!("idle: everything read so far is loaded; exiting as asked");
                     break;
                 }
@@ -209,6 +206,8 @@ impl Pipeline {
                     match msg {
                         Ok(m) => {
                             let m = m.detach();
+                            // A rebalance runs inside the poll: drop what left first.
+                            self.drop_revoked();
                             self.handle(m, &shutdown).await
                         }
                         Err(e) => {
@@ -301,11 +300,53 @@ impl Pipeline {
         })
     }
 
-    /// Handles one message: decode and batch it, or dead-letter it.
+    /// Handles one message: decode and batch it, or dead-letter it. A message still in flight
+    /// (delivered again after a rebalance) or of a revoked partition is ignored.
     async fn handle(&mut self, msg: OwnedMessage, shutdown: &Shutdown) -> Step {
-        Stats::add(&self.stats.consumed, 1);
-        self.ledger.read(msg.topic(), msg.partition(), msg.offset());
-        self.handle_read(msg, shutdown).await
+        match self.source.read(&msg) {
+            Read::New => {
+                Stats::add(&self.stats.consumed, 1);
+                self.handle_read(msg, shutdown).await
+            }
+            Read::Again | Read::NotOwned => Step::Done,
+        }
+    }
+
+    /// Drops the messages of partitions revoked in a rebalance: the batch's (nothing of it is
+    /// sealed between two messages) and the held ones. The ledger forgot them already, so none
+    /// is committed here; their new owner reads them again.
+    fn drop_revoked(&mut self) {
+        let revoked = self.source.take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let gone = |m: &OwnedMessage| {
+            revoked
+                .iter()
+                .any(|(t, p)| **t == *m.topic() && *p == m.partition())
+        };
+        let drop: Vec<bool> = self.in_flight.iter().map(gone).collect();
+        if drop.iter().any(|d| *d) {
+            let dropped = self
+                .batcher
+                .drop_pending(|i| drop.get(i).copied().unwrap_or(false));
+            if dropped > 0 {
+                let mut i = 0;
+                self.in_flight.retain(|_| {
+                    let keep = !drop[i];
+                    i += 1;
+                    keep
+                });
+                info!(
+                    dropped,
+                    "dropped the revoked partitions' changes from the open batch"
+                );
+            }
+        }
+        for b in self.blocked.values_mut() {
+            b.held.retain(|m| !gone(m));
+            b.paused.retain(|p| !revoked.contains(p));
+        }
     }
 
     /// Handles a message already in the ledger (read now, or held back and tried again).
@@ -428,15 +469,12 @@ impl Pipeline {
 
     /// The message is fully handled: its offset may be committed.
     fn done(&mut self, msg: &OwnedMessage) {
-        self.ledger.done(msg.topic(), msg.partition(), msg.offset());
+        self.source.done(msg);
     }
 
     /// Commits what the ledger allows.
     fn commit(&mut self) {
-        let offsets = self.ledger.committable();
-        if self.source.commit(&offsets) {
-            self.ledger.committed(&offsets);
-        }
+        self.source.commit();
     }
 
     /// Whether `table`'s records are held back (paused after a table failure).

@@ -1,18 +1,23 @@
-//! The Kafka source: a consumer in a consumer group, with offsets committed only when floe says
-//! so (after a successful load), and consumer lag read from librdkafka's statistics.
+//! The Kafka source: a consumer in a consumer group (cooperative-sticky assignment), with
+//! offsets committed only as its [`Ledger`] allows (what is loaded or dead-lettered), and only
+//! for the partitions it owns: a revoked partition gets its last commit inside the rebalance,
+//! before the revocation completes. Consumer lag is read from librdkafka's statistics.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::ledger::{Ledger, Partition, Read};
 use crate::config::KafkaConfig;
 
 /// Why the source failed.
@@ -23,12 +28,14 @@ pub enum SourceError {
     Setup(KafkaError),
 }
 
-/// Receives librdkafka's statistics and keeps the summed consumer lag.
-pub struct LagContext {
+/// Receives librdkafka's statistics (the summed consumer lag) and its rebalances (the ledger
+/// learns which partitions this process owns).
+pub struct SourceContext {
     lag: Arc<AtomicI64>,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
-impl ClientContext for LagContext {
+impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
         // Only the partitions this process owns: librdkafka keeps reporting partitions that
         // moved to another member of the group, with the lag they had when they left.
@@ -47,7 +54,57 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for SourceContext {
+    /// Runs inside the consumer's poll, before librdkafka applies the rebalance: a revoked
+    /// partition is committed up to what is done and forgotten, so no later commit of this
+    /// process touches it and its new owner starts right after what was loaded here.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts = partitions(tpl);
+                info!(partitions = ?names(&parts), "partitions assigned");
+                lock(&self.ledger).assigned(&parts);
+            }
+            Rebalance::Revoke(tpl) => {
+                let parts = partitions(tpl);
+                info!(partitions = ?names(&parts), "partitions revoked; their messages still in flight are dropped (their new owner reads them again)");
+                let last = lock(&self.ledger).revoke(&parts);
+                if !last.is_empty() {
+                    if let Err(e) = consumer.commit(&offset_list(&last), CommitMode::Sync) {
+                        warn!(error = %e, "last commit of revoked partitions failed; their new owner reads some loaded records again (harmless)");
+                    }
+                }
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn names(parts: &[Partition]) -> Vec<String> {
+    parts.iter().map(|(t, p)| format!("{t}[{p}]")).collect()
+}
+
+/// Next-offsets to commit as a partition list.
+fn offset_list(offsets: &[(Partition, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            warn!(error = %e, topic = &**topic, partition, "cannot build the offset commit");
+        }
+    }
+    tpl
+}
 
 /// Base librdkafka settings for every floe client, then the user's `kafka.properties`.
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -59,15 +116,18 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// The Kafka consumer. Which offsets may be committed is the pipeline's ledger's to say.
+/// The Kafka consumer and its ledger. The pipeline says when a message is done; the ledger
+/// says what may be committed.
 pub struct KafkaSource {
-    consumer: StreamConsumer<LagContext>,
+    consumer: StreamConsumer<SourceContext>,
     lag: Arc<AtomicI64>,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl KafkaSource {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SourceError> {
         let lag = Arc::new(AtomicI64::new(-1));
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
@@ -75,7 +135,10 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "2000");
+            .set("statistics.interval.ms", "2000")
+            // A process joining or leaving moves only the partitions that must move; the
+            // others keep loading. Every process of a group must use the same strategy.
+            .set("partition.assignment.strategy", "cooperative-sticky");
         if cfg.topics.iter().any(|t| t.starts_with('^')) {
             // A pattern matches topics created later (a table added to the connector); look for
             // them every 10 s rather than librdkafka's default 5 minutes.
@@ -84,12 +147,19 @@ impl KafkaSource {
         for (k, v) in cfg.properties.iter().chain(&cfg.consumer_properties) {
             c.set(k, v);
         }
-        let consumer: StreamConsumer<LagContext> = c
-            .create_with_context(LagContext { lag: lag.clone() })
+        let consumer: StreamConsumer<SourceContext> = c
+            .create_with_context(SourceContext {
+                lag: lag.clone(),
+                ledger: ledger.clone(),
+            })
             .map_err(SourceError::Setup)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(SourceError::Setup)?;
-        Ok(KafkaSource { consumer, lag })
+        Ok(KafkaSource {
+            consumer,
+            lag,
+            ledger,
+        })
     }
 
     /// The next message.
@@ -97,20 +167,41 @@ impl KafkaSource {
         self.consumer.recv().await
     }
 
-    /// Commits these next-offsets synchronously. A failure is logged and reported: the data is
-    /// already loaded, and a replay of it is harmless.
-    pub fn commit(&self, offsets: &[((Arc<str>, i32), i64)]) -> bool {
+    /// Notes a message received: [`Read::New`] opens its offset until [`Self::done`].
+    pub fn read(&self, msg: &impl Message) -> Read {
+        lock(&self.ledger).read(msg.topic(), msg.partition(), msg.offset())
+    }
+
+    /// The message at `offset` is fully handled (loaded, dead-lettered, skipped on purpose).
+    pub fn done(&self, msg: &impl Message) {
+        lock(&self.ledger).done(msg.topic(), msg.partition(), msg.offset());
+    }
+
+    /// Whether some message read is not done yet.
+    pub fn has_open(&self) -> bool {
+        lock(&self.ledger).has_open()
+    }
+
+    /// Partitions revoked since the last call: the pipeline drops their messages.
+    pub fn take_revoked(&self) -> Vec<Partition> {
+        lock(&self.ledger).take_revoked()
+    }
+
+    /// Commits what the ledger allows, synchronously. A failure is logged and reported: the
+    /// data is already loaded, and a replay of it is harmless.
+    pub fn commit(&self) -> bool {
+        let offsets = lock(&self.ledger).committable();
         if offsets.is_empty() {
             return true;
         }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in offsets {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-                warn!(error = %e, topic = &**topic, partition, "cannot build the offset commit");
+        match self
+            .consumer
+            .commit(&offset_list(&offsets), CommitMode::Sync)
+        {
+            Ok(()) => {
+                lock(&self.ledger).committed(&offsets);
+                true
             }
-        }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => true,
             Err(e) => {
                 warn!(error = %e, "offset commit failed; the loaded records may be read again (harmless)");
                 false
@@ -147,7 +238,7 @@ impl KafkaSource {
     }
 
     /// Stops (`pause`) or restarts fetching these partitions.
-    pub fn pause(&self, partitions: &[(Arc<str>, i32)], pause: bool) {
+    pub fn pause(&self, partitions: &[Partition], pause: bool) {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
             tpl.add_partition(topic, *partition);

@@ -1,3 +1,4 @@
 //! Sources: where change events are read from. Only Kafka today.
 
 pub mod kafka;
+pub mod ledger;

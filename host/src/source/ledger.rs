@@ -1,9 +1,12 @@
 //! What may be committed: per Kafka partition, the offsets read and not yet done (loaded,
 //! dead-lettered, or skipped on purpose). The only rule for offsets lives here: a partition is
 //! committed up to its oldest offset still open, so a record that waits (a batch in flight, a
-//! table held back) is read again after a restart, and nothing after it is lost either.
+//! table held back) is read again after a restart, and nothing after it is lost either; and
+//! only partitions this process owns are committed: a revoked partition is committed one last
+//! time (what is done) and forgotten, and its messages still in memory are the pipeline's to
+//! drop, since the partition's new owner reads them again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A Kafka topic and partition.
@@ -30,14 +33,64 @@ impl PartitionLedger {
 #[derive(Debug, Default)]
 pub struct Ledger {
     partitions: HashMap<Partition, PartitionLedger>,
+    /// Partitions taken away in a rebalance and not assigned again since.
+    revoked: HashSet<Partition>,
+    /// Revoked partitions the pipeline has not been told about yet.
+    unreported: Vec<Partition>,
+}
+
+/// What a message read means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// A new message: its offset is open.
+    New,
+    /// Its offset is open already (a re-delivery after a rebalance): it is in the pipeline.
+    Again,
+    /// Its partition was revoked: another process owns it now.
+    NotOwned,
 }
 
 impl Ledger {
     /// A message was read: its offset is open until [`Ledger::done`].
-    pub fn read(&mut self, topic: &str, partition: i32, offset: i64) {
+    pub fn read(&mut self, topic: &str, partition: i32, offset: i64) -> Read {
+        if !self.revoked.is_empty() && self.revoked.contains(&(Arc::from(topic), partition)) {
+            return Read::NotOwned;
+        }
         let p = self.entry(topic, partition);
-        p.open.insert(offset);
+        if !p.open.insert(offset) {
+            return Read::Again;
+        }
         p.next = p.next.max(offset + 1);
+        Read::New
+    }
+
+    /// Partitions assigned to this process (again).
+    pub fn assigned(&mut self, partitions: &[Partition]) {
+        for p in partitions {
+            self.revoked.remove(p);
+        }
+    }
+
+    /// Partitions revoked from this process: returns their last commits (up to what is done),
+    /// then forgets them. Their open messages are never committed here.
+    pub fn revoke(&mut self, partitions: &[Partition]) -> Vec<(Partition, i64)> {
+        let mut last = Vec::new();
+        for key in partitions {
+            if let Some(p) = self.partitions.remove(key) {
+                if p.committable() > p.committed {
+                    last.push((key.clone(), p.committable()));
+                }
+            }
+            self.revoked.insert(key.clone());
+            self.unreported.push(key.clone());
+        }
+        last.sort();
+        last
+    }
+
+    /// The partitions revoked since the last call (the pipeline drops their messages).
+    pub fn take_revoked(&mut self) -> Vec<Partition> {
+        std::mem::take(&mut self.unreported)
     }
 
     /// The message at `offset` is fully handled.
@@ -123,6 +176,42 @@ mod tests {
         l.done("t", 0, 12);
         assert_eq!(l.committable(), vec![((Arc::from("t"), 0), 15)]);
         assert!(!l.has_open());
+    }
+
+    #[test]
+    fn a_revoked_partition_is_committed_once_up_to_what_is_done_then_forgotten() {
+        let mut l = Ledger::default();
+        let t0: Partition = (Arc::from("t"), 0);
+        let t1: Partition = (Arc::from("t"), 1);
+        for o in 0..4 {
+            assert_eq!(l.read("t", 0, o), Read::New);
+        }
+        l.read("t", 1, 9);
+        l.done("t", 0, 0);
+        l.done("t", 0, 1);
+        // 2 and 3 are still in flight: the last commit stops before them.
+        assert_eq!(l.revoke(std::slice::from_ref(&t0)), vec![(t0.clone(), 2)]);
+        assert_eq!(l.take_revoked(), vec![t0.clone()]);
+        assert!(l.take_revoked().is_empty());
+        // Nothing more of it is committed, whatever the pipeline finishes later.
+        l.done("t", 0, 2);
+        assert_eq!(l.committable(), vec![(t1.clone(), 9)]);
+        assert_eq!(l.read("t", 0, 4), Read::NotOwned);
+        // Assigned again: read afresh from wherever the group's offset is.
+        l.assigned(std::slice::from_ref(&t0));
+        assert_eq!(l.read("t", 0, 2), Read::New);
+        assert_eq!(l.committable(), vec![(t0.clone(), 2), (t1.clone(), 9)]);
+    }
+
+    #[test]
+    fn a_message_delivered_again_while_open_is_not_read_twice() {
+        let mut l = Ledger::default();
+        assert_eq!(l.read("t", 0, 5), Read::New);
+        assert_eq!(l.read("t", 0, 5), Read::Again);
+        l.done("t", 0, 5);
+        assert!(!l.has_open());
+        // Once done, a replay is a new read (loading it again is harmless).
+        assert_eq!(l.read("t", 0, 5), Read::New);
     }
 
     #[test]
