@@ -277,7 +277,9 @@ impl Batcher {
     /// message of `bytes` bytes. Returns its index in the batch, the number
     /// [`FoldedRow::sources`] refers to it by.
     pub fn push(&mut self, change: Change, bytes: usize) -> usize {
-        self.opened.get_or_insert_with(Instant::now);
+        if self.opened.is_none() {
+            self.opened = Some(self.opened_at(change.source_ts_ms));
+        }
         self.bytes += bytes;
         self.pending.push(change);
         self.current.changes + self.pending.len() - 1
@@ -313,6 +315,24 @@ impl Batcher {
     /// Whether nothing was pushed since the last take.
     pub fn is_empty(&self) -> bool {
         self.current.changes == 0 && self.pending.is_empty()
+    }
+
+    /// When a batch opened by a change committed at `source_ts_ms` counts as opened: the
+    /// commit time, if it is less than `max_wait` ago, so that `max_wait` bounds the time from
+    /// the source's commit to the load, not from floe's read (Debezium's own delay included).
+    /// An older change (a backlog), one without a commit time or from a clock ahead of floe's
+    /// opens the batch now: a batch never waits longer than `max_wait` from its first read.
+    fn opened_at(&self, source_ts_ms: i64) -> Instant {
+        let now = Instant::now();
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match u64::try_from(wall_ms.saturating_sub(source_ts_ms)) {
+            Ok(age) if source_ts_ms > 0 && (age as u128) < self.limits.max_wait.as_millis() => {
+                now.checked_sub(Duration::from_millis(age)).unwrap_or(now)
+            }
+            _ => now,
+        }
     }
 
     /// Whether the batch holds as many records (or bytes) as it may.
@@ -609,6 +629,43 @@ mod tests {
         let batch = b.take();
         assert_eq!((batch.changes, batch.rows()), (2, 1));
         assert!(b.is_empty() && b.deadline().is_none());
+    }
+
+    #[test]
+    fn the_batch_clock_starts_at_the_source_commit_when_it_is_recent() {
+        let limits = BatchLimits {
+            max_records: 100,
+            max_wait: Duration::from_secs(60),
+            max_bytes: usize::MAX,
+            backlog_max_records: 100,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let deadline_after = |ts_ms: i64| {
+            let mut b = Batcher::new(limits);
+            let mut c = change(Op::Create, 1, 1, "a", text(""));
+            c.source_ts_ms = ts_ms;
+            b.push(c, 0);
+            // Later changes do not move the clock.
+            b.push(change(Op::Create, 2, 2, "a", text("")), 0);
+            b.deadline()
+                .unwrap()
+                .saturating_duration_since(Instant::now())
+        };
+        // Committed 20 s ago: 40 s left of the minute.
+        let left = deadline_after(now_ms - 20_000);
+        assert!(
+            left > Duration::from_secs(30) && left <= Duration::from_secs(40),
+            "{left:?}"
+        );
+        // A backlog (committed an hour ago), no commit time, a clock ahead of floe's: the
+        // whole minute from now.
+        for ts in [now_ms - 3_600_000, 0, now_ms + 20_000] {
+            let left = deadline_after(ts);
+            assert!(left > Duration::from_secs(50), "{ts}: {left:?}");
+        }
     }
 
     #[test]
