@@ -255,6 +255,8 @@ pub struct Batcher {
     target: usize,
     /// Changes pushed since the last seal, in push order (their index is their position).
     pending: Vec<Change>,
+    /// The message bytes of each pending change (dropped ones give theirs back).
+    pending_bytes: Vec<usize>,
     current: Batch,
     opened: Option<Instant>,
     /// Message bytes pushed since the last take.
@@ -267,6 +269,7 @@ impl Batcher {
             limits,
             target: limits.max_records,
             pending: Vec::new(),
+            pending_bytes: Vec::new(),
             current: Batch::default(),
             opened: None,
             bytes: 0,
@@ -282,6 +285,7 @@ impl Batcher {
         }
         self.bytes += bytes;
         self.pending.push(change);
+        self.pending_bytes.push(bytes);
         self.current.changes + self.pending.len() - 1
     }
 
@@ -299,6 +303,7 @@ impl Batcher {
     /// are left out (dropped, or dead-lettered by the caller).
     pub fn seal(&mut self, keep: impl Fn(usize) -> bool) {
         let base = self.current.changes;
+        self.pending_bytes.clear();
         for (i, change) in std::mem::take(&mut self.pending).into_iter().enumerate() {
             let index = base + i;
             self.current.changes += 1;
@@ -318,8 +323,9 @@ impl Batcher {
     }
 
     /// When a batch opened by a change committed at `source_ts_ms` counts as opened: the
-    /// commit time, if it is less than `max_wait` ago, so that `max_wait` bounds the time from
-    /// the source's commit to the load, not from floe's read (Debezium's own delay included).
+    /// commit time, if it is less than `max_wait` ago (but never earlier than `max_wait / 2`
+    /// before the read), so that `max_wait` bounds the time from the source's commit to the
+    /// load, not from floe's read (Debezium's own delay included).
     /// An older change (a backlog), one without a commit time or from a clock ahead of floe's
     /// opens the batch now: a batch never waits longer than `max_wait` from its first read.
     fn opened_at(&self, source_ts_ms: i64) -> Instant {
@@ -329,7 +335,10 @@ impl Batcher {
             .map_or(0, |d| d.as_millis() as i64);
         match u64::try_from(wall_ms.saturating_sub(source_ts_ms)) {
             Ok(age) if source_ts_ms > 0 && (age as u128) < self.limits.max_wait.as_millis() => {
-                now.checked_sub(Duration::from_millis(age)).unwrap_or(now)
+                // At most half the wait is taken back: a clock skew or a delay just under
+                // `max_wait` must not make every batch a few milliseconds long.
+                let back = Duration::from_millis(age).min(self.limits.max_wait / 2);
+                now.checked_sub(back).unwrap_or(now)
             }
             _ => now,
         }
@@ -360,9 +369,15 @@ impl Batcher {
             i += 1;
             keep
         });
+        let mut i = 0;
+        self.pending_bytes.retain(|_| {
+            let keep = !drop(i);
+            i += 1;
+            keep
+        });
+        self.bytes = self.pending_bytes.iter().sum();
         if self.pending.is_empty() {
             self.opened = None;
-            self.bytes = 0;
         }
         before - self.pending.len()
     }
@@ -707,13 +722,15 @@ mod tests {
         let mut b = Batcher::new(BatchLimits {
             max_records: 10,
             max_wait: Duration::from_secs(5),
-            max_bytes: usize::MAX,
+            max_bytes: 100,
             backlog_max_records: 10,
         });
         for id in 1..=4 {
-            b.push(change(Op::Create, id, id as u64, "a", text("")), 0);
+            b.push(change(Op::Create, id, id as u64, "a", text("")), 30);
         }
+        assert!(b.is_full(), "120 bytes of 100");
         assert_eq!(b.drop_pending(|i| i % 2 == 0), 2);
+        assert!(!b.is_full(), "the dropped changes' bytes are given back");
         let ids: Vec<_> = b
             .pending_mut()
             .iter()
