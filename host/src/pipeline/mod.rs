@@ -180,6 +180,9 @@ impl Pipeline {
             if *shutdown.borrow() {
                 break;
             }
+            // A rebalance runs inside a poll that may return no message: drop what left before
+            // anything else (a flush by time, a held table's retry) could load it.
+            self.drop_revoked();
             let deadline = self.batcher.deadline();
             let idle_at = exit_when_idle.map(|d| last_message + d);
             let retry_held = self
@@ -576,6 +579,7 @@ impl Pipeline {
     /// (`block`), waiting twice as long; one that loads (or whose messages all went elsewhere:
     /// dropped, rejected, dead-lettered) is unblocked.
     async fn retry_held(&mut self, shutdown: &Shutdown) -> Step {
+        self.drop_revoked();
         let now = Instant::now();
         let due: Vec<TableId> = self
             .blocked
@@ -620,6 +624,7 @@ impl Pipeline {
     /// outage is retried (only the tables not loaded yet); rows Snowflake keeps refusing are
     /// found and dead-lettered; a table that cannot load is blocked alone.
     async fn flush(&mut self, shutdown: &Shutdown) -> Step {
+        self.drop_revoked();
         if self.batcher.is_empty() {
             return Step::Done;
         }

@@ -68,6 +68,11 @@ impl ConsumerContext for SourceContext {
             Rebalance::Revoke(tpl) => {
                 let parts = partitions(tpl);
                 info!(partitions = ?names(&parts), "partitions revoked; their messages still in flight are dropped (their new owner reads them again)");
+                // A partition paused for a blocked table stays paused in librdkafka across an
+                // unassign; resumed here, it is fetched again if it comes back to this process.
+                if let Err(e) = consumer.resume(tpl) {
+                    warn!(error = %e, "cannot resume the revoked partitions");
+                }
                 let last = lock(&self.ledger).revoke(&parts);
                 if !last.is_empty() {
                     if let Err(e) = consumer.commit(&offset_list(&last), CommitMode::Sync) {
