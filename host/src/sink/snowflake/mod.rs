@@ -271,6 +271,14 @@ impl SnowflakeSink {
         let result = async {
             self.prepare(table, tb).await?;
             let plan = self.tables[table].plan.clone();
+            // Both ways a row loads (straight from its payload; through the stage when it has
+            // unchanged TOAST values), on no rows.
+            self.client
+                .execute_binds(
+                    &plan.merge_payload_sql(),
+                    vec!["[]".to_string(), plan.target_name.clone()],
+                )
+                .await?;
             self.client
                 .execute(&format!("DELETE FROM {}", plan.stage))
                 .await?;
