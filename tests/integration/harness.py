@@ -40,9 +40,9 @@ def pg_connect() -> psycopg.Connection:
     return psycopg.connect(PG_DSN, autocommit=True)
 
 
-def warehouse_connect() -> snowflake.connector.SnowflakeConnection:
+def warehouse_connect(port: int = FAKESNOW_PORT) -> snowflake.connector.SnowflakeConnection:
     return snowflake.connector.connect(
-        user="floe", password="test", account="local", host="127.0.0.1", port=FAKESNOW_PORT,
+        user="floe", password="test", account="local", host="127.0.0.1", port=port,
         protocol="http", database="CDC_WAREHOUSE", schema="PUBLIC",
         session_parameters={"TIMEZONE": "UTC"}, paramstyle="qmark",
         network_timeout=30, login_timeout=30,
@@ -242,13 +242,13 @@ def target_rows(wh, table: str) -> tuple[dict[int, tuple], dict[int, bool], list
 
 
 def parity_problems(pg, table: str, delete_mode: str = "soft", limit: int = 8,
-                    exclude: frozenset[int] = frozenset()) -> list[str]:
+                    exclude: frozenset[int] = frozenset(), port: int = FAKESNOW_PORT) -> list[str]:
     """Every way the target differs from the source (leaving out the `exclude` keys, rows the
     plugins were expected to refuse); empty when they match row for row.
     Opens its own warehouse session: the stand-in may have restarted since the test began."""
     src = source_rows(pg, exclude)
     try:
-        wh = warehouse_connect()
+        wh = warehouse_connect(port)
         try:
             live, deleted, dups = target_rows(wh, table)
         finally:
@@ -279,10 +279,10 @@ def parity_problems(pg, table: str, delete_mode: str = "soft", limit: int = 8,
 
 
 def wait_for_parity(pg, table: str, delete_mode: str = "soft", timeout: float = 120,
-                    exclude: frozenset[int] = frozenset()) -> list[str]:
+                    exclude: frozenset[int] = frozenset(), port: int = FAKESNOW_PORT) -> list[str]:
     deadline = time.time() + timeout
     while True:
-        problems = parity_problems(pg, table, delete_mode, exclude=exclude)
+        problems = parity_problems(pg, table, delete_mode, exclude=exclude, port=port)
         if not problems or time.time() > deadline:
             return problems
         time.sleep(2)
@@ -433,12 +433,17 @@ class SlowWarehouse:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.data = tempfile.mkdtemp(prefix="floe-slow-warehouse-")
+        self.latency_ms = latency_ms
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log = open(LOGS / f"slow-warehouse-{self.port}.log", "ab")
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server (again, after `halt`: same port, same data)."""
         self.proc = subprocess.Popen(
             [str(Path(os.environ.get("FLOE_CACHE", ROOT / ".cache")) / "venv" / "bin" / "python"),
              str(ROOT / "stack" / "fakesnow_server.py"), "--port", str(self.port),
-             "--db-path", self.data, "--latency-ms", str(latency_ms)],
+             "--db-path", self.data, "--latency-ms", str(self.latency_ms)],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60
@@ -457,12 +462,16 @@ class SlowWarehouse:
     def schema(self, name: str) -> None:
         warehouse_query(f'CREATE SCHEMA IF NOT EXISTS CDC_WAREHOUSE."{name}"', port=self.port)
 
-    def stop(self) -> None:
-        import shutil
-
+    def halt(self) -> None:
+        """Stops the server, keeping its data (an outage)."""
         self.proc.terminate()
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+    def stop(self) -> None:
+        import shutil
+
+        self.halt()
         shutil.rmtree(self.data, ignore_errors=True)

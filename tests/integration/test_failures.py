@@ -1,4 +1,6 @@
-"""Crashes, a warehouse outage and poison messages: the warehouse still matches the source."""
+"""Crashes, a warehouse outage and poison messages: the warehouse still matches the source.
+Each runs twice: against the stack's stand-in, and against one that answers every statement
+after 300 ms, as a real Snowflake does (loads then overlap kills, the outage and retries)."""
 
 import json
 import socket
@@ -6,12 +8,27 @@ import threading
 import time
 import urllib.request
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 from harness import (
-    KAFKA, TOPIC, Floe, Run, generate, parity_problems, run_until_idle, stack, stats_line,
-    wait_for_parity,
+    FAKESNOW_PORT, KAFKA, TOPIC, Floe, Run, SlowWarehouse, generate, parity_problems, run_until_idle,
+    stack, stats_line, wait_for_parity,
 )
+
+
+@pytest.fixture(params=[0, 300], ids=["stand-in", "300ms"])
+def warehouse(request):
+    """(floe's env, the warehouse's port, the slow stand-in or None) for one round trip."""
+    if request.param == 0:
+        yield {}, FAKESNOW_PORT, None
+        return
+    slow = SlowWarehouse(latency_ms=request.param)
+    try:
+        slow.schema("PUBLIC")
+        yield slow.env, slow.port, slow
+    finally:
+        slow.stop()
 
 
 def in_background(fn, *args, **kwargs) -> threading.Thread:
@@ -20,20 +37,21 @@ def in_background(fn, *args, **kwargs) -> threading.Thread:
     return t
 
 
-def test_kill_9_and_restart_keeps_parity(pg, wh):
+def test_kill_9_and_restart_keeps_parity(pg, warehouse):
+    env, port, _ = warehouse
     run = Run("crash")
     load = in_background(generate, "load", "--ops", "6000", "--rate", "600", seed=21)
     kills = 0
     while load.is_alive() or kills < 3:
-        floe = Floe(run, FLOE__BATCH__MAX_RECORDS="200")
+        floe = Floe(run, FLOE__BATCH__MAX_RECORDS="200", **env)
         time.sleep(3.5)
         assert floe.proc.poll() is None, floe.output()[-2000:]
         floe.kill9()
         kills += 1
     load.join()
-    run_until_idle(run)
+    run_until_idle(run, **env)
     assert kills >= 3
-    problems = parity_problems(pg, run.table, "soft")
+    problems = parity_problems(pg, run.table, "soft", port=port)
     assert not problems, "\n".join(problems)
 
 
@@ -51,20 +69,27 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
-def test_warehouse_outage_loses_nothing(pg, wh):
+def test_warehouse_outage_loses_nothing(pg, warehouse):
+    env, wh_port, slow = warehouse
     run = Run("outage")
     port = free_port()
-    floe = Floe(run, FLOE__STATS__PROMETHEUS_LISTEN=f"127.0.0.1:{port}")
+    floe = Floe(run, FLOE__STATS__PROMETHEUS_LISTEN=f"127.0.0.1:{port}", **env)
     load = in_background(generate, "load", "--ops", "3000", "--rate", "100", seed=31)
     time.sleep(3)
-    stack("stop", "fakesnow")
+    if slow:
+        slow.halt()
+    else:
+        stack("stop", "fakesnow")
     try:
         time.sleep(22)
     finally:
-        stack("start", "fakesnow")
+        if slow:
+            slow.start()
+        else:
+            stack("start", "fakesnow")
     load.join()
     # The same floe process catches up by itself once the warehouse is back.
-    problems = wait_for_parity(pg, run.table, "soft", timeout=180)
+    problems = wait_for_parity(pg, run.table, "soft", timeout=180, port=wh_port)
     # The outage shows in the Prometheus counters too.
     assert metric(port, "floe_errors_total") > 0
     assert metric(port, "floe_rows_loaded_total") > 0
@@ -81,7 +106,8 @@ POISON = [
 ]
 
 
-def test_poison_messages_go_to_the_dead_letter_topic(pg, wh):
+def test_poison_messages_go_to_the_dead_letter_topic(pg, warehouse):
+    env, port, _ = warehouse
     run = Run("poison")
     producer = Producer({"bootstrap.servers": KAFKA})
     with pg.cursor() as cur:
@@ -92,8 +118,8 @@ def test_poison_messages_go_to_the_dead_letter_topic(pg, wh):
     producer.flush(30)
     with pg.cursor() as cur:
         cur.execute("INSERT INTO transactions (user_id, status) VALUES (78, 'completed')")
-    floe = run_until_idle(run)
-    problems = parity_problems(pg, run.table, "soft")
+    floe = run_until_idle(run, **env)
+    problems = parity_problems(pg, run.table, "soft", port=port)
     assert not problems, "\n".join(problems)
     line = stats_line(floe.output())
     assert int(line.split("dlq=")[1].split()[0]) >= len(POISON), line
