@@ -13,6 +13,10 @@
 #     statements per batch and peak RSS.
 #  5. commit_to_visible_*: an idle floe with the config as shipped, a row committed on
 #     PostgreSQL until it is visible in the warehouse, at 0 and 300 ms per statement.
+#  6. e2e_tables_*: a backlog spread over the four tables of the `shop` schema (one without a
+#     primary key), 300 ms per statement, config as shipped, loaded over one Snowflake session
+#     and over `snowflake.sessions` (4) in the same run.
+# FLOE_BENCH_TABLES_ONLY=1 runs 6 alone.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -125,6 +129,7 @@ PY
   kill -TERM "$floe_pid"; wait "$floe_pid" || true
 }
 
+if [ -z "${FLOE_BENCH_TABLES_ONLY:-}" ]; then
 # The ceiling: the stand-in with no added delay, large batches.
 drain ceiling 8086 FLOE__BATCH__MAX_RECORDS=50000 FLOE__BATCH__BACKLOG_MAX_RECORDS=50000 \
   FLOE__BATCH__MAX_WAIT_MS=1000
@@ -136,3 +141,20 @@ echo "== the same backlog, config as shipped, 300 ms per statement"
 drain latency "$SLOW_PORT"
 echo "== commit on PostgreSQL -> row visible, idle, config as shipped, 300 ms per statement"
 visible 300ms "$SLOW_PORT"
+fi
+
+# Many tables: at least TABLE_ROWS new rows in each shop table, then the shop topics drained at
+# 300 ms per statement with one session, and with the default number of sessions.
+TABLE_ROWS=${FLOE_BENCH_TABLE_ROWS:-15000}
+psql "INSERT INTO shop.customers (email, name) SELECT 'bench' || g || '@example.com', 'bench ' || g FROM generate_series(1, $TABLE_ROWS) g;
+      INSERT INTO shop.orders (customer_id, status) SELECT 1 + g % 1000, 'new' FROM generate_series(1, $TABLE_ROWS) g;
+      INSERT INTO shop.order_lines SELECT m.base + g, 1, 'sku-' || g, 1 + g % 5, (g % 10000) / 100.0
+        FROM generate_series(1, $TABLE_ROWS) g, (SELECT coalesce(max(order_id), 0) AS base FROM shop.order_lines) m;
+      INSERT INTO shop.page_views (customer_id, url) SELECT 1 + g % 1000, '/bench/' || g FROM generate_series(1, $TABLE_ROWS) g" >/dev/null
+sleep 15   # let Debezium publish them
+for sessions in 1 4; do
+  echo "== the shop's four tables, config as shipped, 300 ms per statement, snowflake.sessions = $sessions"
+  drain "tables_${sessions}_sessions" "$SLOW_PORT" FLOE__KAFKA__TOPICS='["^cdc\\.shop\\..*"]' \
+    FLOE__SNOWFLAKE__TABLE= FLOE__SNOWFLAKE__TABLE_NAME="{schema}_{table}_S${sessions}_$(date +%s)" \
+    FLOE__SNOWFLAKE__SESSIONS="$sessions"
+done

@@ -578,6 +578,11 @@ pub struct SnowflakeConfig {
     /// How long one statement may take before it counts as failed.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: u64,
+    /// Snowflake sessions that load tables at once. Each table stays on one session (its
+    /// loads stay in order); a batch's tables load concurrently over them, so a batch of many
+    /// tables costs about one round trip instead of one per table.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
     /// Names of the columns floe adds to each target table.
     #[serde(default)]
     pub columns: MetaColumns,
@@ -781,6 +786,10 @@ fn default_database() -> String {
 fn default_schema() -> String {
     "PUBLIC".into()
 }
+fn default_sessions() -> usize {
+    4
+}
+
 fn default_query_timeout() -> u64 {
     120
 }
@@ -951,6 +960,9 @@ impl Config {
                     "snowflake.columns.{other} and snowflake.columns.{key} name the same column"
                 )));
             }
+        }
+        if self.snowflake.sessions == 0 || self.snowflake.sessions > 64 {
+            return bad("snowflake.sessions must be between 1 and 64");
         }
         if self.snowflake.state_table.trim().is_empty() {
             return bad("snowflake.state_table must not be empty");

@@ -27,7 +27,8 @@ use crate::dlq::DeadLetters;
 use crate::metrics::Stats;
 use crate::plugin::reload::{ChainReloader, Reload};
 use crate::plugin::{Outcome, PluginChain, PluginEngine};
-use crate::sink::snowflake::{Rejected, SnowflakeSink};
+use crate::sink::snowflake::pool::SinkPool;
+use crate::sink::snowflake::Rejected;
 use crate::sink::{ErrorClass, SinkError};
 use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
@@ -64,7 +65,7 @@ pub struct Pipeline {
     cfg: Config,
     source: KafkaSource,
     dlq: DeadLetters,
-    sink: SnowflakeSink,
+    sinks: SinkPool,
     decoder: Decoder,
     chain: PluginChain,
     reloader: ChainReloader,
@@ -119,7 +120,7 @@ impl Pipeline {
         }
         let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
         let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
-        let sink = SnowflakeSink::new(&cfg.snowflake).context("configuring Snowflake")?;
+        let sinks = SinkPool::new(&cfg.snowflake).context("configuring Snowflake")?;
         let registry =
             SchemaRegistry::new(&cfg.registry).context("configuring the schema registry")?;
         let decoder = Decoder::new(registry, cfg.kafka.format, cfg.kafka.topic_formats.clone());
@@ -133,7 +134,7 @@ impl Pipeline {
             cfg,
             source,
             dlq,
-            sink,
+            sinks,
             decoder,
             chain,
             reloader,
@@ -376,7 +377,7 @@ impl Pipeline {
                 Step::Done
             }
             Ok(Decoded::Change(change)) if change.op == Op::Truncate => {
-                self.sink.note_topic(&change.table, msg.topic());
+                self.sinks.note_topic(&change.table, msg.topic());
                 match self.flush(shutdown).await {
                     Step::Done => {}
                     other => return other,
@@ -386,7 +387,7 @@ impl Pipeline {
             }
             Ok(Decoded::Change(change)) => {
                 Stats::add(&self.stats.decoded, 1);
-                self.sink.note_topic(&change.table, msg.topic());
+                self.sinks.note_topic(&change.table, msg.topic());
                 let bytes = msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len);
                 let index = self.batcher.push(*change, bytes);
                 debug_assert_eq!(index, self.in_flight.len());
@@ -423,7 +424,7 @@ impl Pipeline {
         }
         let mut backoff = Backoff::new();
         loop {
-            match self.sink.truncate(table, position).await {
+            match self.sinks.sink(table).truncate(table, position).await {
                 Ok(()) => {
                     info!(table = %table.table, "applied a source TRUNCATE");
                     self.unblock(table);
@@ -518,7 +519,7 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> Step {
         Stats::add(&self.stats.errors, 1);
-        let target = self.sink.table_name(table);
+        let target = self.sinks.table_name(table);
         let reason = error.to_string();
         let policy = self.cfg.snowflake.on_table_error;
         let entry = self.blocked.entry(table.clone());
@@ -620,8 +621,8 @@ impl Pipeline {
         Step::Done
     }
 
-    /// Loads the current batch, table by table, and commits what the ledger then allows. An
-    /// outage is retried (only the tables not loaded yet); rows Snowflake keeps refusing are
+    /// Loads the current batch, its tables concurrently over the sink's sessions, and commits
+    /// what the ledger then allows. An outage is retried (only the tables not loaded yet); rows Snowflake keeps refusing are
     /// found and dead-lettered; a table that cannot load is blocked alone.
     async fn flush(&mut self, shutdown: &Shutdown) -> Step {
         self.drop_revoked();
@@ -646,13 +647,18 @@ impl Pipeline {
         let mut backoff = Backoff::new();
         while !todo.is_empty() {
             let mut again = Vec::new();
-            for table in todo {
+            // Every table's first attempt at once (over the sessions); the failures are then
+            // handled one table at a time.
+            let jobs: Vec<(&TableId, &TableBatch)> =
+                todo.iter().map(|t| (*t, &batch.tables[*t])).collect();
+            let results = self.sinks.load_tables(&jobs).await;
+            for (table, result) in todo.into_iter().zip(results) {
                 let tb = &batch.tables[table];
-                let error = match self.sink.load_table(table, tb, &tb.rows).await {
+                let error = match result {
                     Ok(n) => {
                         loaded += n;
                         self.stats
-                            .table(&self.sink.table_name(table), |c| c.loaded += n as u64);
+                            .table(&self.sinks.table_name(table), |c| c.loaded += n as u64);
                         self.unblock(table);
                         continue;
                     }
@@ -669,7 +675,7 @@ impl Pipeline {
                             match self.isolate(table, tb, &mut handled, shutdown).await {
                                 Isolation::Done(n) => {
                                     loaded += n;
-                                    self.stats.table(&self.sink.table_name(table), |c| {
+                                    self.stats.table(&self.sinks.table_name(table), |c| {
                                         c.loaded += n as u64
                                     });
                                     self.unblock(table);
@@ -711,9 +717,10 @@ impl Pipeline {
         }
         Stats::add(&self.stats.loaded, loaded as u64);
         Stats::add(&self.stats.batches, 1);
-        self.stats
-            .statements
-            .store(self.sink.statements(), std::sync::atomic::Ordering::Relaxed);
+        self.stats.statements.store(
+            self.sinks.statements(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.commit();
         Step::Done
     }
@@ -880,7 +887,7 @@ impl Pipeline {
             warn!(plugin = %plugin, partition = msg.partition(), offset = msg.offset(), reason = %reason,
                 dlq = self.dlq.topic(), "change refused by a plugin; dead-lettered and recorded in the rejects table");
             self.stats
-                .table(&self.sink.table_name(&change.table), |c| c.rejected += 1);
+                .table(&self.sinks.table_name(&change.table), |c| c.rejected += 1);
             rows.push(Rejected {
                 table: change.table.clone(),
                 topic: msg.topic().to_string(),
@@ -910,7 +917,7 @@ impl Pipeline {
         }
         let mut backoff = Backoff::new();
         loop {
-            match self.sink.record_rejects(&rows).await {
+            match self.sinks.record_rejects(&rows).await {
                 Ok(()) => return Step::Done,
                 Err(e) if e.class() == ErrorClass::Fatal => return Step::Fatal(e.to_string()),
                 // The rejects table cannot take them (a name collision, refused DDL): they are
@@ -948,7 +955,7 @@ impl Pipeline {
             if *shutdown.borrow() {
                 return Isolation::Abandoned;
             }
-            let error = match self.sink.load_table(table, tb, &piece).await {
+            let error = match self.sinks.sink(table).load_table(table, tb, &piece).await {
                 Ok(n) => {
                     loaded += n;
                     continue;
@@ -964,12 +971,12 @@ impl Pipeline {
                 pending.push(a.to_vec());
                 continue;
             }
-            match self.sink.probe(table, tb).await {
+            match self.sinks.sink(table).probe(table, tb).await {
                 Ok(()) => refused.push((piece[0].clone(), error.to_string())),
                 Err(e) => return Isolation::NotRowSpecific(e),
             }
         }
-        let target = self.sink.table_name(table);
+        let target = self.sinks.table_name(table);
         for (row, reason) in refused {
             warn!(partition = row.kafka.partition, offset = row.kafka.offset, reason = %reason,
                 dlq = self.dlq.topic(), "row refused by Snowflake; its source messages go to the dead-letter topic");

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod merge;
+pub mod pool;
 pub mod schema;
 
 use std::collections::{HashMap, HashSet};
