@@ -363,18 +363,8 @@ impl Batcher {
             return 0;
         }
         let before = self.pending.len();
-        let mut i = 0;
-        self.pending.retain(|_| {
-            let keep = !drop(i);
-            i += 1;
-            keep
-        });
-        let mut i = 0;
-        self.pending_bytes.retain(|_| {
-            let keep = !drop(i);
-            i += 1;
-            keep
-        });
+        remove_indexes(&mut self.pending, &drop);
+        remove_indexes(&mut self.pending_bytes, &drop);
         self.bytes = self.pending_bytes.iter().sum();
         if self.pending.is_empty() {
             self.opened = None;
@@ -413,6 +403,16 @@ impl Batcher {
         self.bytes = 0;
         std::mem::take(&mut self.current)
     }
+}
+
+/// Removes the items of `items` whose index `drop` names, keeping the others in order.
+pub fn remove_indexes<T>(items: &mut Vec<T>, drop: impl Fn(usize) -> bool) {
+    let mut i = 0;
+    items.retain(|_| {
+        let keep = !drop(i);
+        i += 1;
+        keep
+    });
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
-use crate::batch::{BatchLimits, Batcher, FoldedRow, TableBatch};
+use crate::batch::{remove_indexes, BatchLimits, Batcher, FoldedRow, TableBatch};
 use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
 use crate::config::{Config, FaultPolicy, TableErrorPolicy, TruncateMode};
@@ -331,16 +331,13 @@ impl Pipeline {
         };
         let drop: Vec<bool> = self.in_flight.iter().map(gone).collect();
         if drop.iter().any(|d| *d) {
+            // Changes are sealed only inside a flush, which loads them before it returns.
+            debug_assert_eq!(self.batcher.current().changes, 0, "revoked changes sealed");
             let dropped = self
                 .batcher
                 .drop_pending(|i| drop.get(i).copied().unwrap_or(false));
             if dropped > 0 {
-                let mut i = 0;
-                self.in_flight.retain(|_| {
-                    let keep = !drop[i];
-                    i += 1;
-                    keep
-                });
+                remove_indexes(&mut self.in_flight, |i| drop[i]);
                 info!(
                     dropped,
                     "dropped the revoked partitions' changes from the open batch"
