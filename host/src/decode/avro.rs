@@ -1,27 +1,23 @@
 //! Debezium Avro in Confluent's wire format: a zero magic byte, the 4-byte big-endian id of the
 //! writer schema in the Schema Registry, then the Avro binary datum. Writer schemas are fetched
-//! by id (see [`super::registry`]) and cached with their row image mapped to columns once, like
-//! the JSON decoder's embedded schemas; each message then costs one Avro read.
+//! by id (see [`super::registry`]) and cached with their row image mapped to columns and a
+//! reader compiled for them ([`super::avro_reader`]), like the JSON decoder's embedded
+//! schemas; each message then costs one pass over its bytes.
 //!
 //! The Kafka Connect Avro converters (Confluent's and Apicurio's) keep the Connect type of every
 //! field in the schema (`connect.name`, `connect.parameters`), so a column gets the same
 //! warehouse type and the same value as through the JSON converter.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value as Avro;
-use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::envelope::{
-    build_typed_change, KeyColumns, Source, TableNames, TypedImage, TypedPayload,
-};
+use super::avro_reader::Reader;
+use super::envelope::{build_typed_change, KeyColumns, TableNames};
 use super::registry::{Fetched, RegistryError, SchemaRegistry};
-use super::schema::UNAVAILABLE_VALUE;
-use super::schema::{decimal_from_bytes, normalise, ConnectSchema, ImageSchema, WireFormat};
+use super::schema::{ConnectSchema, ImageSchema};
 use super::{DecodeError, Decoded};
 use crate::change::{Cell, KafkaPosition};
 
@@ -44,7 +40,7 @@ pub fn schema_id(bytes: &[u8]) -> Option<u32> {
 
 /// One writer schema, parsed and mapped to columns.
 struct Parsed {
-    avro: apache_avro::Schema,
+    reader: Reader,
     shape: Shape,
 }
 
@@ -185,45 +181,7 @@ impl AvroDecoder {
             )));
         };
         let (key, key_typed) = self.key(key)?;
-        let datum = read_datum(&parsed.avro, &value[5..])?;
-        let Avro::Record(fields) = datum else {
-            return Err(DecodeError::NotEnvelope(
-                "the value is not an Avro record".into(),
-            ));
-        };
-        let mut payload = TypedPayload {
-            before: None,
-            after: None,
-            source: None,
-            op: None,
-        };
-        for (name, v) in fields {
-            match name.as_str() {
-                "before" | "after" => {
-                    let image = match (unwrap_union(v), image) {
-                        (Avro::Null, _) => None,
-                        (Avro::Record(cells), Some(image)) => Some(row_cells(image, cells)?),
-                        (other, _) => {
-                            return Err(DecodeError::NotEnvelope(format!(
-                                "`{name}` is not a row image: {other:?}"
-                            )))
-                        }
-                    };
-                    if name == "before" {
-                        payload.before = image;
-                    } else {
-                        payload.after = image;
-                    }
-                }
-                "source" => payload.source = Some(source(unwrap_union(v))?),
-                "op" => {
-                    if let Avro::String(op) = unwrap_union(v) {
-                        payload.op = Some(Cow::Owned(op));
-                    }
-                }
-                _ => {}
-            }
-        }
+        let payload = parsed.reader.envelope(image.as_ref(), &value[5..])?;
         let empty = ImageSchema::untyped(Vec::<String>::new());
         let image = image.as_ref().unwrap_or(&empty);
         let key = super::envelope::typed_key(key, key_typed, Some(image))?;
@@ -247,10 +205,7 @@ impl AvroDecoder {
                 "key schema id {id} is a change envelope, not a key"
             )));
         };
-        let Avro::Record(fields) = read_datum(&parsed.avro, &bytes[5..])? else {
-            return Err(DecodeError::BadKey("the key is not an Avro record".into()));
-        };
-        let cells = row_cells(image, fields)?;
+        let cells = parsed.reader.key(image, &bytes[5..])?;
         let key = image
             .columns
             .iter()
@@ -264,134 +219,6 @@ impl AvroDecoder {
             })
             .collect();
         Ok((key, true))
-    }
-}
-
-fn read_datum(schema: &apache_avro::Schema, mut body: &[u8]) -> Result<Avro, DecodeError> {
-    apache_avro::reader::datum::GenericDatumReader::builder(schema)
-        .build()
-        .and_then(|r| r.read_value(&mut body))
-        .map_err(|e| DecodeError::NotAvro(format!("the datum does not match its schema: {e}")))
-}
-
-fn unwrap_union(v: Avro) -> Avro {
-    match v {
-        Avro::Union(_, inner) => *inner,
-        other => other,
-    }
-}
-
-/// Debezium's `source` block.
-fn source(v: Avro) -> Result<Source<'static>, DecodeError> {
-    let Avro::Record(fields) = v else {
-        return Err(DecodeError::NotEnvelope("`source` is not a record".into()));
-    };
-    let mut s = Source {
-        lsn: None,
-        ts_ms: None,
-        schema: None,
-        table: None,
-        last_commit: None,
-    };
-    for (name, v) in fields {
-        match (name.as_str(), unwrap_union(v)) {
-            ("lsn", Avro::Long(n)) => s.lsn = u64::try_from(n).ok(),
-            ("ts_ms", Avro::Long(n)) => s.ts_ms = Some(n),
-            ("schema", Avro::String(t)) => s.schema = Some(Cow::Owned(t)),
-            ("table", Avro::String(t)) => s.table = Some(Cow::Owned(t)),
-            ("sequence", Avro::String(t)) => {
-                s.last_commit = crate::change::last_commit_from_sequence(&t)
-            }
-            _ => {}
-        }
-    }
-    Ok(s)
-}
-
-/// The cells of a row record, normalised like the JSON converter's values.
-fn row_cells(image: &ImageSchema, fields: Vec<(String, Avro)>) -> Result<TypedImage, DecodeError> {
-    if fields.len() != image.columns.len() {
-        return Err(DecodeError::NotAvro(format!(
-            "row has {} fields, its schema {}",
-            fields.len(),
-            image.columns.len()
-        )));
-    }
-    let mut cells = Vec::with_capacity(fields.len());
-    for ((_, v), (col, fmt)) in fields
-        .into_iter()
-        .zip(image.columns.iter().zip(&image.formats))
-    {
-        let v = unwrap_union(v);
-        let bad = |reason: String| DecodeError::BadValue {
-            field: col.name.to_string(),
-            reason,
-        };
-        let cell = match (fmt, v) {
-            (WireFormat::DecimalBytes { scale }, Avro::Bytes(b)) => {
-                Cell::Value(Value::String(decimal_from_bytes(&b, *scale)))
-            }
-            (WireFormat::DecimalBytes { scale }, Avro::Decimal(d)) => {
-                let b: Vec<u8> = Vec::try_from(d).map_err(|e| bad(e.to_string()))?;
-                Cell::Value(Value::String(decimal_from_bytes(&b, *scale)))
-            }
-            (_, Avro::Bytes(b)) if b == UNAVAILABLE_VALUE.as_bytes() => Cell::Unchanged,
-            (fmt, v) => normalise(col, *fmt, to_json(v))?,
-        };
-        cells.push(cell);
-    }
-    Ok(TypedImage(cells))
-}
-
-/// An Avro value as Kafka Connect's JSON converter writes the same Connect value.
-fn to_json(v: Avro) -> Value {
-    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
-    match v {
-        Avro::Null => Value::Null,
-        Avro::Boolean(b) => Value::Bool(b),
-        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Value::from(n),
-        Avro::Long(n)
-        | Avro::TimeMicros(n)
-        | Avro::TimestampMillis(n)
-        | Avro::TimestampMicros(n)
-        | Avro::TimestampNanos(n)
-        | Avro::LocalTimestampMillis(n)
-        | Avro::LocalTimestampMicros(n)
-        | Avro::LocalTimestampNanos(n) => Value::from(n),
-        // The shortest text of the f32 (as the JSON converter writes it), not its widened bits:
-        // 3.4e38 stays 3.4e38 rather than 3.3999999521443642e38.
-        Avro::Float(f) => float(f.to_string().parse().unwrap_or(f64::from(f))),
-        Avro::Double(f) => float(f),
-        Avro::Bytes(b) | Avro::Fixed(_, b) => b64(&b),
-        Avro::Decimal(d) => match Vec::<u8>::try_from(d) {
-            Ok(b) => b64(&b),
-            Err(_) => Value::Null,
-        },
-        Avro::String(s) | Avro::Enum(_, s) => Value::String(s),
-        Avro::Uuid(u) => Value::String(u.to_string()),
-        Avro::Union(_, inner) => to_json(*inner),
-        Avro::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
-        Avro::Map(m) => Value::Object(m.into_iter().map(|(k, v)| (k, to_json(v))).collect()),
-        Avro::Record(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k, to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
-        other => Value::String(format!("{other:?}")),
-    }
-}
-
-/// A float as JSON; NaN and the infinities become the text PostgreSQL and Snowflake use.
-fn float(f: f64) -> Value {
-    if f.is_nan() {
-        Value::String("NaN".into())
-    } else if f == f64::INFINITY {
-        Value::String("Infinity".into())
-    } else if f == f64::NEG_INFINITY {
-        Value::String("-Infinity".into())
-    } else {
-        Value::from(f)
     }
 }
 
@@ -416,7 +243,12 @@ fn parse(text: &str) -> Result<Parsed, String> {
     } else {
         Shape::Key(image_of(&json)?)
     };
-    Ok(Parsed { avro, shape })
+    let image = match &shape {
+        Shape::Envelope(image) => image.as_ref(),
+        Shape::Key(_) => None,
+    };
+    let reader = Reader::compile(&avro, image)?;
+    Ok(Parsed { reader, shape })
 }
 
 /// The record definition inside a field type (`["null", {record}]` or `{record}`).
@@ -515,6 +347,7 @@ mod tests {
     use super::*;
     use crate::change::{ColumnType, Op};
     use apache_avro::types::Record;
+    use apache_avro::types::Value as Avro;
 
     const ROW: &str = r#"{"type":"record","name":"Value","fields":[
         {"name":"id","type":{"type":"long","connect.default":0},"default":0},

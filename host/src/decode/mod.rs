@@ -2,6 +2,7 @@
 //! Debezium envelope and the wire formats; knows nothing about batching or the warehouse.
 
 pub mod avro;
+mod avro_reader;
 pub mod envelope;
 pub mod json;
 pub mod registry;
