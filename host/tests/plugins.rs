@@ -566,6 +566,20 @@ static = {{ environment = "{environment}" }}
     )
 }
 
+/// Polls until the reload the last change started has ended (a new chain is built on a thread
+/// of its own), or two minutes passed.
+fn settle(reloader: &mut ChainReloader, chain: &mut PluginChain) -> Reload {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match reloader.poll(chain) {
+            Reload::Unchanged if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
     let dir = std::env::temp_dir().join(format!("floe-hot-swap-{}", std::process::id()));
@@ -584,16 +598,24 @@ fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
     assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v1"))));
     assert!(matches!(reloader.poll(&mut chain), Reload::Unchanged));
 
-    // A new plugin config takes effect at the next poll.
+    // A new plugin config is noticed at the next poll and built on a thread of its own: the
+    // running chain keeps working meanwhile, and the new one takes over once it is ready.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&cfg_path, config_file(&dir, "v2", "p.wasm".as_ref())).expect("write");
-    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert!(matches!(reloader.poll(&mut chain), Reload::Unchanged));
+    assert!(reloader.is_building());
+    assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v1"))));
+    assert!(matches!(
+        settle(&mut reloader, &mut chain),
+        Reload::Swapped(_)
+    ));
+    assert!(!reloader.is_building());
     assert_eq!(env_of(&mut chain), Some(Cell::Value(json!("v2"))));
 
     // A broken replacement file is refused; the running chain stays.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::copy(dist("testing/future_wit.wasm"), dir.join("p.wasm")).expect("copy");
-    match reloader.poll(&mut chain) {
+    match settle(&mut reloader, &mut chain) {
         Reload::Refused(m) => assert!(m.contains("floe:plugin@0.4.0"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -601,11 +623,14 @@ fn hot_swap_takes_new_config_and_files_and_keeps_the_old_chain_on_failure() {
 
     // SIGHUP (the flag its handler sets) forces a reload even when nothing changed on disk.
     std::fs::copy(dist("enricher.wasm"), dir.join("p.wasm")).expect("copy");
-    let _ = reloader.poll(&mut chain);
+    let _ = settle(&mut reloader, &mut chain);
     reloader
         .hangup_flag()
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert!(matches!(
+        settle(&mut reloader, &mut chain),
+        Reload::Swapped(_)
+    ));
     assert_eq!(reloader.current().on_fault, FaultPolicy::DeadLetter);
     let _ = std::fs::remove_dir_all(&dir);
     let _: PluginsConfig = reloader.current().clone();
@@ -742,7 +767,10 @@ fn an_edit_of_floes_columns_is_rejected() {
         .hangup_flag()
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut reloader = reloader;
-    assert!(matches!(reloader.poll(&mut chain), Reload::Swapped(_)));
+    assert!(matches!(
+        settle(&mut reloader, &mut chain),
+        Reload::Swapped(_)
+    ));
     assert_eq!(chain.reserved_columns(), ["_FLOE_DELETED"]);
 }
 

@@ -38,6 +38,8 @@ use crate::source::ledger::{Partition, Read};
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Longest wait before a held-back table is tried again (`on_table_error = "pause"`).
 const MAX_TABLE_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the run loop looks for a changed plugin config or a finished chain build.
+const RELOAD_TICK: Duration = Duration::from_millis(250);
 /// Refusals of the same table's rows before floe looks for the rows Snowflake refuses.
 const REFUSALS_BEFORE_ISOLATING: u32 = 2;
 
@@ -177,6 +179,10 @@ impl Pipeline {
             max_wait_ms = self.cfg.batch.max_wait_ms,
             "floe is running"
         );
+        // Between batches the chain is not running: a changed config or plugin file is looked
+        // for, and a chain built meanwhile swapped in, on this tick as well as before each batch.
+        let mut reload_tick = tokio::time::interval(RELOAD_TICK);
+        reload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -205,6 +211,11 @@ impl Pipeline {
                 }
                 _ = sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.flush(&shutdown).await
+                }
+                _ = reload_tick.tick() => {
+                    worked = false;
+                    self.poll_reload();
+                    Step::Done
                 }
                 msg = self.source.recv() => {
                     match msg {
@@ -737,17 +748,23 @@ impl Pipeline {
             .collect()
     }
 
+    /// Swaps in a plugin chain that finished building, or starts building one if the config or
+    /// a plugin file changed (the build runs on a thread of its own: consumption goes on).
+    fn poll_reload(&mut self) {
+        match self.reloader.poll(&mut self.chain) {
+            Reload::Swapped(_) => Stats::add(&self.stats.plugin_reloads, 1),
+            Reload::Refused(_) => Stats::add(&self.stats.plugin_reload_failures, 1),
+            Reload::Unchanged => {}
+        }
+    }
+
     /// Passes the pending changes through the plugin chain (swapping in a reloaded chain first,
     /// if one is due), routes rejected and faulted changes to the dead-letter topic and the
     /// rejects tables, and seals the kept ones into the batch to load.
     async fn run_chain(&mut self, shutdown: &Shutdown) -> Step {
         let mut backoff = Backoff::new();
         let outcomes = loop {
-            match self.reloader.poll(&mut self.chain) {
-                Reload::Swapped(_) => Stats::add(&self.stats.plugin_reloads, 1),
-                Reload::Refused(_) => Stats::add(&self.stats.plugin_reload_failures, 1),
-                Reload::Unchanged => {}
-            }
+            self.poll_reload();
             if self.chain.is_empty() {
                 break Vec::new();
             }

@@ -1,6 +1,7 @@
 //! Hot swap: notices a changed config file (plugin list or plugin settings), a replaced `.wasm`
-//! file, or a SIGHUP, builds the new chain beside the running one, and hands it over between
-//! batches. A new chain that fails to load or initialise is reported and the old one stays.
+//! file, or a SIGHUP, builds the new chain on a thread of its own beside the running one (so
+//! compiling never holds up consumption), and hands it over at the first batch boundary after
+//! it is ready. A new chain that fails to load or initialise is reported and the old one stays.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,9 +24,17 @@ pub enum Reload {
     Refused(String),
 }
 
+/// A replacement chain being built.
+struct Build {
+    thread: std::thread::JoinHandle<Result<PluginChain, PluginError>>,
+    plugins: PluginsConfig,
+    why: &'static str,
+}
+
 /// Watches the config file and the plugin files; builds replacement chains.
 pub struct ChainReloader {
-    engine: PluginEngine,
+    engine: Arc<PluginEngine>,
+    building: Option<Build>,
     config_path: Option<PathBuf>,
     current: PluginsConfig,
     interval: Duration,
@@ -44,7 +53,8 @@ impl ChainReloader {
     ) -> Result<(Self, PluginChain), PluginError> {
         let chain = PluginChain::build(&engine, &plugins.chain)?;
         let mut r = ChainReloader {
-            engine,
+            engine: Arc::new(engine),
+            building: None,
             config_path,
             current: plugins.clone(),
             interval: Duration::from_millis(plugins.watch_interval_ms),
@@ -78,9 +88,24 @@ impl ChainReloader {
             .collect()
     }
 
-    /// Between batches: reloads if SIGHUP arrived or a watched file changed, swapping `chain`
-    /// only if the new one loads and initialises.
+    /// Between batches: swaps in a replacement chain that finished building (if it loaded and
+    /// initialised), or starts building one if SIGHUP arrived or a watched file changed.
     pub fn poll(&mut self, chain: &mut PluginChain) -> Reload {
+        if let Some(b) = &self.building {
+            if !b.thread.is_finished() {
+                return Reload::Unchanged;
+            }
+        }
+        if let Some(b) = self.building.take() {
+            let built = b.thread.join().unwrap_or_else(|_| {
+                Err(PluginError::Load {
+                    plugin: "?".into(),
+                    path: "?".into(),
+                    reason: "building the chain panicked".into(),
+                })
+            });
+            return self.finish(chain, b.plugins, b.why, built);
+        }
         let forced = self.hangup.swap(false, Ordering::Relaxed);
         if !forced {
             if self.interval.is_zero() || self.last_check.elapsed() < self.interval {
@@ -91,14 +116,19 @@ impl ChainReloader {
                 return Reload::Unchanged;
             }
         }
-        let outcome = self.reload(chain, forced);
-        // Whatever happened, this state of the files was seen: a refused change is not retried
+        let outcome = self.start_build(chain, forced);
+        // Whatever happens, this state of the files was seen: a refused change is not retried
         // every second, only when the files change again (or on SIGHUP).
         self.stamps = self.read_stamps();
         outcome
     }
 
-    fn reload(&mut self, chain: &mut PluginChain, forced: bool) -> Reload {
+    /// Whether a replacement chain is being built.
+    pub fn is_building(&self) -> bool {
+        self.building.is_some()
+    }
+
+    fn start_build(&mut self, chain: &PluginChain, forced: bool) -> Reload {
         let plugins = match &self.config_path {
             Some(path) => match Config::load(path) {
                 Ok(cfg) => cfg.plugins,
@@ -115,10 +145,44 @@ impl ChainReloader {
         } else {
             "a watched file changed"
         };
-        match PluginChain::build(&self.engine, &plugins.chain) {
-            Ok(mut new) => {
-                // What the pipeline set on the chain is not in the plugins config: keep it.
-                new.set_reserved_columns(chain.reserved_columns().to_vec());
+        let engine = self.engine.clone();
+        let specs = plugins.chain.clone();
+        // What the pipeline set on the chain is not in the plugins config: keep it.
+        let reserved = chain.reserved_columns().to_vec();
+        let thread = std::thread::Builder::new()
+            .name("floe-plugin-build".into())
+            .spawn(move || {
+                let mut new = PluginChain::build(&engine, &specs)?;
+                new.set_reserved_columns(reserved);
+                Ok(new)
+            });
+        match thread {
+            Ok(thread) => {
+                info!(reason = why, "building a new plugin chain");
+                self.building = Some(Build {
+                    thread,
+                    plugins,
+                    why,
+                });
+                Reload::Unchanged
+            }
+            Err(e) => {
+                let m = format!("plugin reload refused: cannot start a thread to build it: {e}");
+                error!("{m}");
+                Reload::Refused(m)
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        chain: &mut PluginChain,
+        plugins: PluginsConfig,
+        why: &str,
+        built: Result<PluginChain, PluginError>,
+    ) -> Reload {
+        match built {
+            Ok(new) => {
                 let names: Vec<String> = new.names().iter().map(|s| s.to_string()).collect();
                 *chain = new;
                 self.interval = Duration::from_millis(plugins.watch_interval_ms);
