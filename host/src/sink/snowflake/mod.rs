@@ -203,7 +203,13 @@ impl SnowflakeSink {
         rows: &[FoldedRow],
     ) -> Result<usize, SinkError> {
         let result = self.load_rows(table, tb, rows).await;
-        match &result {
+        self.after_failure(table, &result);
+        result
+    }
+
+    /// What a failed load or claim leaves for the next attempt.
+    fn after_failure<T>(&mut self, table: &TableId, result: &Result<T, SinkError>) {
+        match result {
             // The table itself is at fault (dropped, altered, refused): plan it again from
             // scratch next time (create, evolve), which is where such a fault is fixed.
             Err(e) if e.class() == ErrorClass::Table => {
@@ -218,7 +224,6 @@ impl SnowflakeSink {
             }
             Ok(_) => {}
         }
-        result
     }
 
     async fn load_rows(
@@ -449,6 +454,16 @@ impl SnowflakeSink {
             }
         }
         Ok(())
+    }
+
+    /// Makes `table` the owner of its target name (see `claim`), as the table's failure. The
+    /// pool claims a batch's tables one at a time before their loads run concurrently: two
+    /// sources colliding on one name must never claim it at once.
+    pub async fn claim_target(&mut self, table: &TableId) -> Result<(), SinkError> {
+        let name = self.table_name(table);
+        let result = self.claim(table).await.map_err(|e| e.for_table(&name));
+        self.after_failure(table, &result);
+        result
     }
 
     /// Makes sure the target table exists, its merge plan matches the batch's columns, and the

@@ -76,14 +76,23 @@ impl SinkPool {
 
     /// Loads each table's rows once, the tables of different sessions concurrently, those of
     /// one session one after another. The results are in the order of `jobs`.
+    ///
+    /// The target names are claimed first, one table at a time (a claim known already costs
+    /// nothing): two sources whose names collide, claiming at once from two sessions, could
+    /// each see only its own claim and both load into one table.
     pub async fn load_tables(
         &mut self,
         jobs: &[(&TableId, &TableBatch)],
     ) -> Vec<Result<usize, SinkError>> {
+        let mut results: Vec<Option<Result<usize, SinkError>>> =
+            (0..jobs.len()).map(|_| None).collect();
         let mut by_slot: Vec<Vec<usize>> = vec![Vec::new(); self.sinks.len()];
         for (i, (table, _)) in jobs.iter().enumerate() {
             let slot = self.slot(table);
-            by_slot[slot].push(i);
+            match self.sinks[slot].claim_target(table).await {
+                Ok(()) => by_slot[slot].push(i),
+                Err(e) => results[i] = Some(Err(e)),
+            }
         }
         let runs = self
             .sinks
@@ -97,8 +106,6 @@ impl SinkPool {
                 }
                 out
             });
-        let mut results: Vec<Option<Result<usize, SinkError>>> =
-            (0..jobs.len()).map(|_| None).collect();
         for (i, r) in join_all(runs).await.into_iter().flatten() {
             results[i] = Some(r);
         }
