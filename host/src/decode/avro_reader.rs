@@ -36,8 +36,12 @@ enum Node {
     String,
     /// `fixed` of this size (`decimal` on fixed, `duration`).
     Fixed(usize),
-    /// `uuid` on a 16-byte `fixed`: written as its canonical text.
-    UuidBytes,
+    /// `uuid` on 16 raw bytes (a `fixed`, or `bytes` of that length): its canonical text.
+    UuidBytes {
+        fixed: bool,
+    },
+    /// `uuid` on a `string`: parsed, and written as its canonical (lower-case) text.
+    UuidText,
     Enum(Vec<String>),
     Array(Box<Node>),
     Map(Box<Node>),
@@ -92,19 +96,20 @@ impl Reader {
                 "after" => Role::After,
                 "op" => Role::Op,
                 "source" => {
-                    if let Some(Node::Record(sf)) = non_null(n) {
-                        source_roles = sf
-                            .iter()
-                            .map(|(f, _)| match f.as_str() {
-                                "lsn" => SourceRole::Lsn,
-                                "ts_ms" => SourceRole::TsMs,
-                                "schema" => SourceRole::Schema,
-                                "table" => SourceRole::Table,
-                                "sequence" => SourceRole::Sequence,
-                                _ => SourceRole::Other,
-                            })
-                            .collect();
-                    }
+                    let Some(Node::Record(sf)) = non_null(n) else {
+                        return Err("`source` is not a record".into());
+                    };
+                    source_roles = sf
+                        .iter()
+                        .map(|(f, _)| match f.as_str() {
+                            "lsn" => SourceRole::Lsn,
+                            "ts_ms" => SourceRole::TsMs,
+                            "schema" => SourceRole::Schema,
+                            "table" => SourceRole::Table,
+                            "sequence" => SourceRole::Sequence,
+                            _ => SourceRole::Other,
+                        })
+                        .collect();
                     Role::Source
                 }
                 _ => Role::Other,
@@ -307,17 +312,30 @@ fn read_json(n: &Node, buf: &mut &[u8], depth: usize) -> Result<Value, DecodeErr
         Node::Double => float(f64::from_le_bytes(fixed_array(buf)?)),
         Node::Bytes => base64(read_bytes(buf)?),
         Node::Fixed(size) => base64(take(buf, *size)?),
-        Node::UuidBytes => {
-            let b = take(buf, 16)?;
+        Node::UuidBytes { fixed } => {
+            let b = if *fixed {
+                take(buf, 16)?
+            } else {
+                read_bytes(buf)?
+            };
+            if b.len() != 16 {
+                return Err(datum(format!("a uuid of {} bytes", b.len())));
+            }
             let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            Value::String(format!(
-                "{}-{}-{}-{}-{}",
-                &hex[..8],
-                &hex[8..12],
-                &hex[12..16],
-                &hex[16..20],
-                &hex[20..]
-            ))
+            Value::String(canonical_uuid(&hex))
+        }
+        Node::UuidText => {
+            let t = read_str(buf)?;
+            let bare = t.trim_start_matches("urn:uuid:");
+            let bare = bare
+                .strip_prefix('{')
+                .and_then(|b| b.strip_suffix('}'))
+                .unwrap_or(bare);
+            let hex: String = bare.chars().filter(|c| *c != '-').collect();
+            if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(datum(format!("`{t}` is not a uuid")));
+            }
+            Value::String(canonical_uuid(&hex.to_ascii_lowercase()))
         }
         Node::String => Value::String(read_str(buf)?.to_string()),
         Node::Enum(symbols) => {
@@ -381,8 +399,11 @@ fn skip(n: &Node, buf: &mut &[u8]) -> Result<(), DecodeError> {
         Node::Fixed(size) => {
             take(buf, *size)?;
         }
-        Node::UuidBytes => {
+        Node::UuidBytes { fixed: true } => {
             take(buf, 16)?;
+        }
+        Node::UuidBytes { fixed: false } | Node::UuidText => {
+            read_bytes(buf)?;
         }
         Node::Union(_) => {
             let b = branch(n, buf)?;
@@ -419,10 +440,38 @@ fn blocks(
                 .ok_or_else(|| datum("bad block count".into()))?;
             read_long(buf)?;
         }
+        // Every item takes a byte at least (arrays of items written in no bytes are refused).
+        if count as u64 > buf.len() as u64 {
+            return Err(datum(format!(
+                "a block of {count} items in {} bytes",
+                buf.len()
+            )));
+        }
         for _ in 0..count {
             item(buf)?;
         }
     }
+}
+
+/// Whether values of `n` are written in no bytes at all.
+fn takes_no_bytes(n: &Node) -> bool {
+    match n {
+        Node::Null | Node::Fixed(0) => true,
+        Node::Record(fields) => fields.iter().all(|(_, f)| takes_no_bytes(f)),
+        _ => false,
+    }
+}
+
+/// 32 lower-case hex digits as `8-4-4-4-12`.
+fn canonical_uuid(hex: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 fn datum(reason: String) -> DecodeError {
@@ -555,16 +604,28 @@ fn node(s: &Schema, named: &HashMap<Name, &Schema>, depth: usize) -> Result<Node
         | Schema::LocalTimestampNanos => Node::Long,
         Schema::Float => Node::Float,
         Schema::Double => Node::Double,
-        Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => Node::Bytes,
-        Schema::String | Schema::Uuid(UuidSchema::String) => Node::String,
-        Schema::Uuid(UuidSchema::Fixed(_)) => Node::UuidBytes,
+        Schema::Bytes | Schema::BigDecimal => Node::Bytes,
+        Schema::String => Node::String,
+        Schema::Uuid(UuidSchema::String) => Node::UuidText,
+        Schema::Uuid(UuidSchema::Bytes) => Node::UuidBytes { fixed: false },
+        Schema::Uuid(UuidSchema::Fixed(_)) => Node::UuidBytes { fixed: true },
         Schema::Decimal(d) => match &d.inner {
             InnerDecimalSchema::Bytes => Node::Bytes,
             InnerDecimalSchema::Fixed(f) => Node::Fixed(f.size),
         },
         Schema::Fixed(f) | Schema::Duration(f) => Node::Fixed(f.size),
         Schema::Enum(e) => Node::Enum(e.symbols.clone()),
-        Schema::Array(a) => Node::Array(Box::new(next(&a.items)?)),
+        Schema::Array(a) => {
+            let items = next(&a.items)?;
+            // Every item must take a byte at least, so that no count can outrun the datum.
+            if takes_no_bytes(&items) {
+                return Err(
+                    "arrays of a type written in no bytes (null, fixed(0), an empty record) are not supported"
+                        .into(),
+                );
+            }
+            Node::Array(Box::new(items))
+        }
         Schema::Map(m) => Node::Map(Box::new(next(&m.types)?)),
         Schema::Union(u) => Node::Union(u.variants().iter().map(next).collect::<Result<_, _>>()?),
         Schema::Record(r) => Node::Record(
@@ -688,5 +749,49 @@ mod tests {
         assert!(read_json(&u, &mut &[0x04u8, 0x02][..], 0).is_err());
         // A varint that never ends.
         assert!(read_long(&mut &[0xffu8; 11][..]).is_err());
+    }
+
+    #[test]
+    fn refuses_what_could_outrun_the_datum_and_writes_uuids_canonically() {
+        // An array of nulls could claim 2^62 items in ten bytes: refused with its schema.
+        let nulls = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#,
+        )
+        .expect("schema");
+        let err = Reader::compile(&nulls, None).expect_err("refused");
+        assert!(err.contains("no bytes"), "{err}");
+        // A block claiming more items than bytes are left fails at once.
+        let longs = Node::Array(Box::new(Node::Long));
+        let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x02];
+        assert!(read_json(&longs, &mut &huge[..], 0).is_err());
+        assert!(skip(&longs, &mut &huge[..]).is_err());
+        // uuid on a string: parsed and written lower case; not a uuid: an error.
+        let text = |t: &str| {
+            let mut b = vec![(t.len() as u8) << 1];
+            b.extend_from_slice(t.as_bytes());
+            read_json(&Node::UuidText, &mut b.as_slice(), 0)
+        };
+        assert_eq!(
+            text("6F9619FF-8B86-D011-B42D-00C04FC964FF").expect("uuid"),
+            json!("6f9619ff-8b86-d011-b42d-00c04fc964ff")
+        );
+        assert_eq!(
+            text("{6f9619ff8b86d011b42d00c04fc964ff}").expect("uuid"),
+            json!("6f9619ff-8b86-d011-b42d-00c04fc964ff")
+        );
+        assert!(text("not-a-uuid").is_err());
+        // uuid on bytes: exactly 16 of them.
+        let mut sixteen = vec![32u8];
+        sixteen.extend(0u8..16);
+        assert_eq!(
+            read_json(
+                &Node::UuidBytes { fixed: false },
+                &mut sixteen.as_slice(),
+                0
+            )
+            .expect("uuid"),
+            json!("00010203-0405-0607-0809-0a0b0c0d0e0f")
+        );
+        assert!(read_json(&Node::UuidBytes { fixed: false }, &mut &[2u8, 1][..], 0).is_err());
     }
 }
