@@ -294,6 +294,21 @@ impl Batcher {
         &mut self.pending
     }
 
+    /// The pending changes, moved out to run through the plugin chain on another thread; they
+    /// are given back with [`Batcher::put_pending`] before the batcher is used again.
+    pub fn take_pending(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Gives back the changes [`Batcher::take_pending`] moved out.
+    pub fn put_pending(&mut self, pending: Vec<Change>) {
+        debug_assert!(
+            self.pending.is_empty(),
+            "pending changes pushed while taken"
+        );
+        self.pending = pending;
+    }
+
     /// Whether changes wait to be folded.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()

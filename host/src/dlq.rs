@@ -7,10 +7,12 @@
 //! marked `floe.truncated` with its `floe.original.size`; the reason and origin headers are kept
 //! whole, so the full message can be read from the source topic while it retains it.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::KafkaConfig;
@@ -52,6 +54,21 @@ pub enum DlqError {
     Send { topic: String, reason: String },
 }
 
+/// Where the run loop sends a message it cannot load, and waits until it is kept: the Kafka
+/// dead-letter topic ([`DeadLetters`]), or [`MemoryDeadLetters`] in unit tests.
+pub trait DeadLetterQueue: Send + Sync {
+    /// Where dead letters go, for logs.
+    fn topic(&self) -> &str;
+    /// Sends `msg` unchanged, with why (`stage`, `reason`, the refusing `plugin`).
+    fn send_with(
+        &self,
+        msg: &OwnedMessage,
+        stage: &str,
+        reason: &str,
+        plugin: Option<&str>,
+    ) -> impl Future<Output = Result<(), DlqError>> + Send;
+}
+
 /// Writes messages to the dead-letter topic.
 pub struct DeadLetters {
     producer: FutureProducer,
@@ -75,10 +92,6 @@ impl DeadLetters {
         })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// Sends `msg` to the dead-letter topic and waits for the acknowledgement.
     pub async fn send<M: Message>(
         &self,
@@ -86,12 +99,12 @@ impl DeadLetters {
         stage: &str,
         reason: &str,
     ) -> Result<(), DlqError> {
-        self.send_with(msg, stage, reason, None).await
+        self.send_message(msg, stage, reason, None).await
     }
 
     /// [`DeadLetters::send`], naming the plugin that refused the message. A message refused as
     /// too large is sent again cut (see [`cuts`]).
-    pub async fn send_with<M: Message>(
+    pub async fn send_message<M: Message>(
         &self,
         msg: &M,
         stage: &str,
@@ -169,6 +182,86 @@ impl DeadLetters {
             topic: self.topic.clone(),
             reason: e.to_string(),
         }
+    }
+}
+
+impl DeadLetterQueue for DeadLetters {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    async fn send_with(
+        &self,
+        msg: &OwnedMessage,
+        stage: &str,
+        reason: &str,
+        plugin: Option<&str>,
+    ) -> Result<(), DlqError> {
+        self.send_message(msg, stage, reason, plugin).await
+    }
+}
+
+/// One message kept by [`MemoryDeadLetters`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub stage: String,
+    pub reason: String,
+    pub plugin: Option<String>,
+}
+
+/// An in-memory dead-letter queue for the run loop's unit tests; clones share what was sent.
+/// While `refusing` is set, every send fails as an unreachable topic would.
+#[derive(Clone, Default)]
+pub struct MemoryDeadLetters {
+    sent: Arc<Mutex<Vec<DeadLetter>>>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemoryDeadLetters {
+    /// Everything sent so far, in order.
+    pub fn sent(&self) -> Vec<DeadLetter> {
+        self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Makes every send fail (`true`) or succeed again.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing
+            .store(refusing, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl DeadLetterQueue for MemoryDeadLetters {
+    fn topic(&self) -> &str {
+        "memory-dlq"
+    }
+
+    async fn send_with(
+        &self,
+        msg: &OwnedMessage,
+        stage: &str,
+        reason: &str,
+        plugin: Option<&str>,
+    ) -> Result<(), DlqError> {
+        if self.refusing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(DlqError::Send {
+                topic: self.topic().to_string(),
+                reason: "refusing on purpose".into(),
+            });
+        }
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push(DeadLetter {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                stage: stage.to_string(),
+                reason: reason.to_string(),
+                plugin: plugin.map(str::to_string),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,13 @@
 //! The run loop: consume → decode → plugin chain → batch → load → commit offsets, in one
-//! direction. Owns delivery: every message read is open in the source's
-//! [`crate::source::ledger::Ledger`] until it is loaded, dead-lettered or skipped on purpose,
-//! and only the ledger says what may be committed; messages of partitions revoked in a
-//! rebalance are dropped from memory. Owns what a failure does, by its class ([`crate::sink::ErrorClass`]): an outage
-//! is retried with backoff, a refused row is isolated and dead-lettered, a table that cannot
-//! load is blocked alone (its records dead-lettered or held, `snowflake.on_table_error`) while
-//! the other tables load, a fatal error stops floe.
+//! direction, over any [`Source`], [`Sink`] and [`DeadLetterQueue`] (Kafka and Snowflake in
+//! production, in-memory ones in the run loop's tests). Owns delivery: every message read is
+//! open in the source's [`crate::source::ledger::Ledger`] until it is loaded, dead-lettered or
+//! skipped on purpose, and only the ledger says what may be committed; messages of partitions
+//! revoked in a rebalance are dropped from memory. What a failure leads to is [`retry`]'s rule,
+//! by the failure's class ([`crate::sink::ErrorClass`]): an outage is retried with backoff, a
+//! refused row is isolated and dead-lettered, a table that cannot load is blocked alone (its
+//! records dead-lettered or held, `snowflake.on_table_error`) while the other tables load, a
+//! fatal error stops floe.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -23,25 +25,21 @@ use crate::change::TableId;
 use crate::change::{KafkaPosition, Op};
 use crate::config::{Config, FaultPolicy, TableErrorPolicy, TruncateMode};
 use crate::decode::{Decoded, Decoder, SchemaRegistry};
-use crate::dlq::DeadLetters;
+use crate::dlq::{DeadLetterQueue, DeadLetters};
 use crate::metrics::Stats;
 use crate::plugin::reload::{ChainReloader, Reload};
 use crate::plugin::{Outcome, PluginChain, PluginEngine};
 use crate::sink::snowflake::pool::SinkPool;
-use crate::sink::snowflake::Rejected;
-use crate::sink::{ErrorClass, SinkError};
+use crate::sink::{ErrorClass, Rejected, Sink, SinkError};
 use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
+use crate::source::Source;
 
-/// Longest wait between two attempts: short enough that a recovered warehouse is used again
-/// within seconds, long enough not to hammer one that is down.
-const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// Longest wait before a held-back table is tried again (`on_table_error = "pause"`).
-const MAX_TABLE_BACKOFF: Duration = Duration::from_secs(60);
+mod retry;
+use retry::{Backoff, Next};
+
 /// How often the run loop looks for a changed plugin config or a finished chain build.
 const RELOAD_TICK: Duration = Duration::from_millis(250);
-/// Refusals of the same table's rows before floe looks for the rows Snowflake refuses.
-const REFUSALS_BEFORE_ISOLATING: u32 = 2;
 
 /// Whether the pipeline was asked to stop.
 pub type Shutdown = watch::Receiver<bool>;
@@ -62,12 +60,13 @@ struct Blocked {
     retrying: bool,
 }
 
-/// The assembled pipeline.
-pub struct Pipeline {
+/// The assembled pipeline: Kafka to Snowflake in production; any [`Source`], [`Sink`] and
+/// [`DeadLetterQueue`] in tests (the in-memory ones drive the run loop's unit tests).
+pub struct Pipeline<Src = KafkaSource, Snk = SinkPool, Dlq = DeadLetters> {
     cfg: Config,
-    source: KafkaSource,
-    dlq: DeadLetters,
-    sinks: SinkPool,
+    source: Src,
+    dlq: Dlq,
+    sinks: Snk,
     decoder: Decoder,
     chain: PluginChain,
     reloader: ChainReloader,
@@ -98,8 +97,26 @@ enum Step {
 }
 
 impl Pipeline {
-    /// Assembles the pipeline. `config_path` is watched for plugin changes (hot swap).
+    /// Assembles the pipeline from Kafka to Snowflake. `config_path` is watched for plugin
+    /// changes (hot swap).
     pub fn new(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
+        let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
+        let sinks = SinkPool::new(&cfg.snowflake).context("configuring Snowflake")?;
+        Pipeline::with_parts(cfg, config_path, source, sinks, dlq)
+    }
+}
+
+impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
+    /// Assembles the pipeline around a source, a sink and a dead-letter queue; the decoder,
+    /// the plugin chain and the batcher come from `cfg`.
+    pub fn with_parts(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        source: Src,
+        sinks: Snk,
+        dlq: Dlq,
+    ) -> anyhow::Result<Self> {
         let engine = PluginEngine::new(Some(
             cfg.plugins
                 .cache_dir
@@ -120,9 +137,6 @@ impl Pipeline {
         if !chain.is_empty() {
             info!(plugins = ?chain.names(), on_fault = ?cfg.plugins.on_fault, "plugin chain ready");
         }
-        let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
-        let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
-        let sinks = SinkPool::new(&cfg.snowflake).context("configuring Snowflake")?;
         let registry =
             SchemaRegistry::new(&cfg.registry).context("configuring the schema registry")?;
         let decoder = Decoder::new(registry, cfg.kafka.format, cfg.kafka.topic_formats.clone());
@@ -145,6 +159,11 @@ impl Pipeline {
             blocked: HashMap::new(),
             stats: Arc::new(Stats::default()),
         })
+    }
+
+    /// The counters the stats line and `/metrics` report.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Runs until `shutdown` turns true; then finishes (or safely abandons) the batch in flight,
@@ -220,7 +239,6 @@ impl Pipeline {
                 msg = self.source.recv() => {
                     match msg {
                         Ok(m) => {
-                            let m = m.detach();
                             // A rebalance runs inside the poll: drop what left first.
                             self.drop_revoked();
                             self.handle(m, &shutdown).await
@@ -432,7 +450,7 @@ impl Pipeline {
         }
         let mut backoff = Backoff::new();
         loop {
-            match self.sinks.sink(table).truncate(table, position).await {
+            match self.sinks.truncate(table, position).await {
                 Ok(()) => {
                     info!(table = %table.table, "applied a source TRUNCATE");
                     self.unblock(table);
@@ -440,12 +458,12 @@ impl Pipeline {
                     self.commit();
                     return Step::Done;
                 }
-                Err(e) => match e.class() {
-                    ErrorClass::Fatal => return Step::Fatal(e.to_string()),
-                    ErrorClass::Table | ErrorClass::Refused => {
+                Err(e) => match retry::after_table_step(e.class()) {
+                    Next::Stop => return Step::Fatal(e.to_string()),
+                    Next::Block | Next::Isolate => {
                         return self.block(table, &e, vec![msg], shutdown).await;
                     }
-                    ErrorClass::Transient => {
+                    Next::Retry => {
                         Stats::add(&self.stats.errors, 1);
                         warn!(error = %e, retry_in = ?backoff.delay(), "TRUNCATE failed; retrying");
                         if backoff.wait(shutdown).await {
@@ -538,7 +556,7 @@ impl Pipeline {
             held: Vec::new(),
             paused: Vec::new(),
             retry_at: Instant::now(),
-            backoff: Duration::from_secs(1),
+            backoff: retry::FIRST_TABLE_BACKOFF,
             retrying: false,
         });
         b.reason = reason.clone();
@@ -601,7 +619,7 @@ impl Pipeline {
                 continue;
             };
             let msgs = std::mem::take(&mut b.held);
-            b.backoff = (b.backoff * 2).min(MAX_TABLE_BACKOFF);
+            b.backoff = retry::next_table_backoff(b.backoff);
             b.retry_at = Instant::now() + b.backoff;
             b.retrying = true;
             info!(table = %b.target, messages = msgs.len(), "trying a held-back table again");
@@ -672,40 +690,40 @@ impl Pipeline {
                     }
                     Err(e) => e,
                 };
-                let error = match error.class() {
-                    ErrorClass::Refused => {
-                        let n = refusals.entry(table).or_insert(0);
-                        *n += 1;
-                        if *n < REFUSALS_BEFORE_ISOLATING {
-                            error
-                        } else {
-                            warn!(error = %error, "Snowflake keeps refusing the rows of a table; looking for the rows it refuses");
-                            match self.isolate(table, tb, &mut handled, shutdown).await {
-                                Isolation::Done(n) => {
-                                    loaded += n;
-                                    self.stats.table(&self.sinks.table_name(table), |c| {
-                                        c.loaded += n as u64
-                                    });
-                                    self.unblock(table);
-                                    continue;
-                                }
-                                Isolation::Abandoned => return Step::Abandoned,
-                                Isolation::NotRowSpecific(e) => e,
+                let refusals = refusals.entry(table).or_insert(0);
+                if error.class() == ErrorClass::Refused {
+                    *refusals += 1;
+                }
+                let (error, next) = match retry::after_load(error.class(), *refusals) {
+                    Next::Isolate => {
+                        warn!(error = %error, "Snowflake keeps refusing the rows of a table; looking for the rows it refuses");
+                        match self.isolate(table, tb, &mut handled, shutdown).await {
+                            Isolation::Done(n) => {
+                                loaded += n;
+                                self.stats
+                                    .table(&self.sinks.table_name(table), |c| c.loaded += n as u64);
+                                self.unblock(table);
+                                continue;
+                            }
+                            Isolation::Abandoned => return Step::Abandoned,
+                            Isolation::NotRowSpecific(e) => {
+                                let next = retry::after_table_step(e.class());
+                                (e, next)
                             }
                         }
                     }
-                    _ => error,
+                    next => (error, next),
                 };
-                match error.class() {
-                    ErrorClass::Fatal => return Step::Fatal(error.to_string()),
-                    ErrorClass::Table => {
+                match next {
+                    Next::Stop => return Step::Fatal(error.to_string()),
+                    Next::Block | Next::Isolate => {
                         let msgs = self.messages_of(&tb.rows, &mut handled);
                         match self.block(table, &error, msgs, shutdown).await {
                             Step::Done => {}
                             other => return other,
                         }
                     }
-                    ErrorClass::Transient | ErrorClass::Refused => {
+                    Next::Retry => {
                         Stats::add(&self.stats.errors, 1);
                         warn!(error = %error, retry_in = ?backoff.delay(), changes = tb.rows.len(),
                             "load failed; nothing committed, retrying");
@@ -768,10 +786,10 @@ impl Pipeline {
             if self.chain.is_empty() {
                 break Vec::new();
             }
-            // Plugins run synchronously; WASI's sync bindings block on Tokio internally, which
-            // is only allowed outside the async context.
-            let (chain, batcher) = (&mut self.chain, &mut self.batcher);
-            let outcomes = tokio::task::block_in_place(|| chain.run(batcher.pending_mut()));
+            let outcomes = match self.run_plugins().await {
+                Ok(outcomes) => outcomes,
+                Err(e) => return Step::Fatal(e),
+            };
             let fault = outcomes.iter().find_map(|o| match o {
                 Outcome::Fault { plugin, reason } => Some((plugin.clone(), reason.clone())),
                 _ => None,
@@ -824,6 +842,28 @@ impl Pipeline {
         self.batcher
             .seal(|i| outcomes.get(i).is_none_or(|o| *o == Outcome::Keep));
         Step::Done
+    }
+
+    /// Runs the pending changes through the chain on a thread of the blocking pool: plugins
+    /// run synchronously (WASI's sync bindings block on Tokio internally, which is only allowed
+    /// outside the async context), and the runtime's workers go on meanwhile. The chain and
+    /// the changes move to that thread and back.
+    async fn run_plugins(&mut self) -> Result<Vec<Outcome>, String> {
+        let mut chain = std::mem::take(&mut self.chain);
+        let mut pending = self.batcher.take_pending();
+        let ran = tokio::task::spawn_blocking(move || {
+            let outcomes = chain.run(&mut pending);
+            (chain, pending, outcomes)
+        })
+        .await;
+        match ran {
+            Ok((chain, pending, outcomes)) => {
+                self.chain = chain;
+                self.batcher.put_pending(pending);
+                Ok(outcomes)
+            }
+            Err(e) => Err(format!("the plugin chain's thread failed: {e}")),
+        }
     }
 
     /// Fetches the Avro writer schemas `msg` needs, waiting out a registry outage: the batch
@@ -931,17 +971,19 @@ impl Pipeline {
         }
         let mut backoff = Backoff::new();
         loop {
-            match self.sinks.record_rejects(&rows).await {
-                Ok(()) => return Step::Done,
-                Err(e) if e.class() == ErrorClass::Fatal => return Step::Fatal(e.to_string()),
+            let Err(e) = self.sinks.record_rejects(&rows).await else {
+                return Step::Done;
+            };
+            match retry::after_table_step(e.class()) {
+                Next::Stop => return Step::Fatal(e.to_string()),
                 // The rejects table cannot take them (a name collision, refused DDL): they are
                 // in the dead-letter topic already, with their reasons.
-                Err(e) if e.class() != ErrorClass::Transient => {
+                Next::Block | Next::Isolate => {
                     Stats::add(&self.stats.errors, 1);
                     warn!(error = %e, dlq = self.dlq.topic(), "rejected changes not recorded in a rejects table; they are in the dead-letter topic");
                     return Step::Done;
                 }
-                Err(e) => {
+                Next::Retry => {
                     Stats::add(&self.stats.errors, 1);
                     warn!(error = %e, retry_in = ?backoff.delay(), "recording rejects failed; retrying");
                     if backoff.wait(shutdown).await {
@@ -969,7 +1011,7 @@ impl Pipeline {
             if *shutdown.borrow() {
                 return Isolation::Abandoned;
             }
-            let error = match self.sinks.sink(table).load_table(table, tb, &piece).await {
+            let error = match self.sinks.load_rows(table, tb, &piece).await {
                 Ok(n) => {
                     loaded += n;
                     continue;
@@ -985,7 +1027,7 @@ impl Pipeline {
                 pending.push(a.to_vec());
                 continue;
             }
-            match self.sinks.sink(table).probe(table, tb).await {
+            match self.sinks.probe(table, tb).await {
                 Ok(()) => refused.push((piece[0].clone(), error.to_string())),
                 Err(e) => return Isolation::NotRowSpecific(e),
             }
@@ -1040,37 +1082,5 @@ fn as_text(bytes: &[u8]) -> String {
             "base64:{}",
             base64::engine::general_purpose::STANDARD.encode(bytes)
         ),
-    }
-}
-
-/// Exponential backoff between attempts of one failing step: 250 ms, doubling, capped.
-struct Backoff {
-    delay: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            delay: Duration::from_millis(250),
-        }
-    }
-
-    /// The wait before the next attempt.
-    fn delay(&self) -> Duration {
-        self.delay
-    }
-
-    /// Waits before the next attempt; returns true if shutdown was requested meanwhile.
-    async fn wait(&mut self, shutdown: &Shutdown) -> bool {
-        let mut s = shutdown.clone();
-        if *s.borrow() {
-            return true;
-        }
-        let stopped = tokio::select! {
-            _ = sleep(self.delay) => *s.borrow(),
-            _ = s.changed() => true,
-        };
-        self.delay = (self.delay * 2).min(MAX_BACKOFF);
-        stopped
     }
 }

@@ -433,10 +433,10 @@ impl LoadedPlugin {
 /// WASI's sync bindings block on Tokio inside host calls (a write to stderr, a sleep), which
 /// panics on a thread that drives async tasks ("cannot block the current thread from within a
 /// runtime"). floe loads plugins at startup inside `block_on`, reloads them on a thread of
-/// their own and runs them on a runtime worker, so every entry into plugin code comes here
+/// their own and runs batches on Tokio's blocking pool, so every entry into plugin code comes here
 /// rather than trusting each caller.
 /// `block_in_place` lends the thread to blocking work (other tasks move to another worker) and
-/// is a plain call outside a runtime or inside another `block_in_place`; a current-thread
+/// is a plain call outside a runtime, on the blocking pool or inside another `block_in_place`; a current-thread
 /// runtime cannot lend its only thread, so there the code runs on a thread of its own.
 /// A panic in floe's host code during the call (WASI's, Wasmtime's or floe's own) is caught
 /// and becomes the plugin's error: the store it left half-way is dropped by the caller.

@@ -1,10 +1,76 @@
 //! Sinks: where folded batches are loaded. Delivery is at least once (a batch may be loaded
-//! again after a crash), so a sink must make replays harmless.
+//! again after a crash), so a sink must make replays harmless. Snowflake in production
+//! ([`snowflake::pool::SinkPool`]); an in-memory warehouse ([`memory::MemorySink`]) drives the
+//! run loop in unit tests.
 //!
-//! Owns the one classification of load failures ([`SinkError::class`]): what is retried, what
-//! stops floe, what stops one table, and what sends rows to be isolated.
+//! Owns what the run loop may ask of a sink ([`Sink`]) and the one classification of load
+//! failures ([`SinkError::class`]): what is retried, what stops floe, what stops one table,
+//! and what sends rows to be isolated.
 
+pub mod memory;
 pub mod snowflake;
+
+use std::future::Future;
+
+use crate::batch::{FoldedRow, TableBatch};
+use crate::change::{SourcePosition, TableId};
+
+/// A change that a plugin rejected or faulted on, as its table's rejects table records it.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub table: TableId,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka key and value as text (lossy for binary formats).
+    pub key: Option<String>,
+    pub event: String,
+    pub reason: String,
+    pub plugin: String,
+}
+
+/// What the run loop asks of a warehouse. Each call either does all it was asked or fails
+/// with a [`SinkError`] whose class says what the run loop does next; a load may be repeated
+/// (after a crash, or a retry whose first attempt reached the warehouse), so loads must be
+/// idempotent for the same rows.
+pub trait Sink: Send {
+    /// Notes that changes of `table` come from `topic` (the target may be named after it).
+    fn note_topic(&mut self, table: &TableId, topic: &str);
+    /// The warehouse name of `table`'s target, for logs and the stats line.
+    fn table_name(&self, table: &TableId) -> String;
+    /// Statements sent to the warehouse so far.
+    fn statements(&self) -> u64;
+    /// Loads each table's rows once, as concurrently as the sink allows; a result per job,
+    /// in the order of `jobs` (the rows loaded, or why not).
+    fn load_tables(
+        &mut self,
+        jobs: &[(&TableId, &TableBatch)],
+    ) -> impl Future<Output = Vec<Result<usize, SinkError>>> + Send;
+    /// Loads some of a table batch's rows (while the rows a warehouse refuses are looked for).
+    fn load_rows(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+        rows: &[FoldedRow],
+    ) -> impl Future<Output = Result<usize, SinkError>> + Send;
+    /// The same load with no rows: succeeds when the table, not a row, is fine.
+    fn probe(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Applies a source TRUNCATE of `table` made at `position`.
+    fn truncate(
+        &mut self,
+        table: &TableId,
+        position: SourcePosition,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Records changes the plugin chain refused in their tables' rejects tables.
+    fn record_rejects(
+        &mut self,
+        rejects: &[Rejected],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
 
 /// What a failure means for the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,22 +11,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::ledger::{Ledger, Partition, Read};
+use super::{Source, SourceError};
 use crate::config::KafkaConfig;
-
-/// Why the source failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The consumer could not be created or subscribed.
-    #[error("Kafka consumer setup: {0}")]
-    Setup(KafkaError),
-}
 
 /// Receives librdkafka's statistics (the summed consumer lag) and its rebalances (the ledger
 /// learns which partitions this process owns).
@@ -166,35 +158,35 @@ impl KafkaSource {
             ledger,
         })
     }
+}
 
-    /// The next message.
-    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
-        self.consumer.recv().await
+impl Source for KafkaSource {
+    async fn recv(&self) -> Result<OwnedMessage, SourceError> {
+        match self.consumer.recv().await {
+            Ok(m) => Ok(m.detach()),
+            Err(e) => Err(SourceError::Receive(e)),
+        }
     }
 
-    /// Notes a message received: [`Read::New`] opens its offset until [`Self::done`].
-    pub fn read(&self, msg: &impl Message) -> Read {
+    fn read(&self, msg: &OwnedMessage) -> Read {
         lock(&self.ledger).read(msg.topic(), msg.partition(), msg.offset())
     }
 
-    /// The message at `offset` is fully handled (loaded, dead-lettered, skipped on purpose).
-    pub fn done(&self, msg: &impl Message) {
+    fn done(&self, msg: &OwnedMessage) {
         lock(&self.ledger).done(msg.topic(), msg.partition(), msg.offset());
     }
 
-    /// Whether some message read is not done yet.
-    pub fn has_open(&self) -> bool {
+    fn has_open(&self) -> bool {
         lock(&self.ledger).has_open()
     }
 
-    /// Partitions revoked since the last call: the pipeline drops their messages.
-    pub fn take_revoked(&self) -> Vec<Partition> {
+    fn take_revoked(&self) -> Vec<Partition> {
         lock(&self.ledger).take_revoked()
     }
 
     /// Commits what the ledger allows, synchronously. A failure is logged and reported: the
     /// data is already loaded, and a replay of it is harmless.
-    pub fn commit(&self) -> bool {
+    fn commit(&self) -> bool {
         let offsets = lock(&self.ledger).committable();
         if offsets.is_empty() {
             return true;
@@ -217,7 +209,7 @@ impl KafkaSource {
     /// Measures the lag of the partitions this process owns now (messages after the committed
     /// offsets), asking the broker, and stores it where [`Self::lag_handle`] reads. For the last
     /// stats line: librdkafka's statistics are up to two seconds old.
-    pub fn measure_lag(&self) {
+    fn measure_lag(&self) {
         let timeout = std::time::Duration::from_secs(5);
         let Ok(assigned) = self.consumer.assignment() else {
             return;
@@ -243,7 +235,7 @@ impl KafkaSource {
     }
 
     /// Stops (`pause`) or restarts fetching these partitions.
-    pub fn pause(&self, partitions: &[Partition], pause: bool) {
+    fn pause(&self, partitions: &[Partition], pause: bool) {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
             tpl.add_partition(topic, *partition);
@@ -259,7 +251,7 @@ impl KafkaSource {
     }
 
     /// Summed consumer lag (messages behind the committed offsets); -1 until known.
-    pub fn lag_handle(&self) -> Arc<AtomicI64> {
+    fn lag_handle(&self) -> Arc<AtomicI64> {
         self.lag.clone()
     }
 }

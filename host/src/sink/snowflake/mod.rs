@@ -25,7 +25,7 @@ use self::schema::{
     create_rejects_sql, create_stage_sql, create_target_sql, evolve, ident, insert_rejects_sql,
     meta, meta_columns, sql_type, target_columns, warehouse_name, Evolution, TargetColumn,
 };
-use super::{ErrorClass, SinkError};
+use super::{ErrorClass, Rejected, SinkError};
 
 /// Stage tables are `FLOE_STAGE_<TARGET>` (temporary, in the session's schema): no target may
 /// be named so.
@@ -33,20 +33,6 @@ const STAGE_PREFIX: &str = "FLOE_STAGE_";
 use crate::batch::{FoldedRow, LogKey, TableBatch};
 use crate::change::{Column, ColumnType, SourcePosition, TableId};
 use crate::config::{DeleteMode, SnowflakeConfig};
-
-/// A change that a plugin rejected or faulted on, as its table's rejects table records it.
-#[derive(Debug, Clone)]
-pub struct Rejected {
-    pub table: TableId,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// The Kafka key and value as text (lossy for binary formats).
-    pub key: Option<String>,
-    pub event: String,
-    pub reason: String,
-    pub plugin: String,
-}
 
 struct TableState {
     plan: MergePlan,

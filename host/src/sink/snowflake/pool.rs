@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use futures::future::join_all;
 
 use super::{Rejected, SnowflakeSink};
-use crate::batch::TableBatch;
-use crate::change::TableId;
+use crate::batch::{FoldedRow, TableBatch};
+use crate::change::{SourcePosition, TableId};
 use crate::config::SnowflakeConfig;
-use crate::sink::SinkError;
+use crate::sink::{Sink, SinkError};
 
 /// One [`SnowflakeSink`] (one session) per slot, and the slot of every table seen.
 pub struct SinkPool {
@@ -37,30 +37,32 @@ impl SinkPool {
     }
 
     /// The sink (session) that loads `table`.
-    pub fn sink(&mut self, table: &TableId) -> &mut SnowflakeSink {
+    fn sink(&mut self, table: &TableId) -> &mut SnowflakeSink {
         let slot = self.slot(table);
         &mut self.sinks[slot]
     }
+}
 
+impl Sink for SinkPool {
     /// Notes that changes of `table` come from `topic` (every sink names tables alike).
-    pub fn note_topic(&mut self, table: &TableId, topic: &str) {
+    fn note_topic(&mut self, table: &TableId, topic: &str) {
         for s in &mut self.sinks {
             s.note_topic(table, topic);
         }
     }
 
     /// The warehouse name of `table`'s target.
-    pub fn table_name(&self, table: &TableId) -> String {
+    fn table_name(&self, table: &TableId) -> String {
         self.sinks[0].table_name(table)
     }
 
     /// Statements sent to Snowflake so far, over every session.
-    pub fn statements(&self) -> u64 {
+    fn statements(&self) -> u64 {
         self.sinks.iter().map(SnowflakeSink::statements).sum()
     }
 
     /// Records rejected changes, each in its table's session.
-    pub async fn record_rejects(&mut self, rejects: &[Rejected]) -> Result<(), SinkError> {
+    async fn record_rejects(&mut self, rejects: &[Rejected]) -> Result<(), SinkError> {
         let mut by_slot: Vec<Vec<Rejected>> = vec![Vec::new(); self.sinks.len()];
         for r in rejects {
             let slot = self.slot(&r.table);
@@ -80,7 +82,7 @@ impl SinkPool {
     /// The target names are claimed first, one table at a time (a claim known already costs
     /// nothing): two sources whose names collide, claiming at once from two sessions, could
     /// each see only its own claim and both load into one table.
-    pub async fn load_tables(
+    async fn load_tables(
         &mut self,
         jobs: &[(&TableId, &TableBatch)],
     ) -> Vec<Result<usize, SinkError>> {
@@ -115,6 +117,27 @@ impl SinkPool {
                 r.unwrap_or_else(|| Err(SinkError::Unavailable("internal: no load result".into())))
             })
             .collect()
+    }
+
+    async fn load_rows(
+        &mut self,
+        table: &TableId,
+        tb: &TableBatch,
+        rows: &[FoldedRow],
+    ) -> Result<usize, SinkError> {
+        self.sink(table).load_table(table, tb, rows).await
+    }
+
+    async fn probe(&mut self, table: &TableId, tb: &TableBatch) -> Result<(), SinkError> {
+        self.sink(table).probe(table, tb).await
+    }
+
+    async fn truncate(
+        &mut self,
+        table: &TableId,
+        position: SourcePosition,
+    ) -> Result<(), SinkError> {
+        self.sink(table).truncate(table, position).await
     }
 }
 

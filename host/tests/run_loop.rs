@@ -1,0 +1,593 @@
+//! The run loop against in-memory parts: a source with a real ledger, a warehouse that can
+//! go down, refuse a value or refuse a whole table, and a dead-letter queue. Each test plays
+//! one failure and checks what was loaded, dead-lettered and committed, and that the
+//! warehouse ends equal to the source. Keys are integers in one table and text in another,
+//! messages come from several partitions, and the warehouse's round trip varies.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use floe::config::Config;
+use floe::dlq::MemoryDeadLetters;
+use floe::metrics::Stats;
+use floe::pipeline::Pipeline;
+use floe::sink::memory::{memory_sink, MemoryWarehouse};
+use floe::source::memory::{memory_source, MemorySource, MemoryTopics};
+
+const TOPIC: &str = "cdc.shop.changes";
+/// A second topic (partition 0 only) for the table that is broken on purpose.
+const OTHER_TOPIC: &str = "cdc.shop.other";
+
+/// The test config: batches of `max_records` / `max_wait_ms`, `snowflake` keys and any
+/// further sections.
+fn config(max_records: usize, max_wait_ms: u64, snowflake: &str, extra: &str) -> Config {
+    let text = config_text(max_records, max_wait_ms, snowflake, extra);
+    Config::from_toml(&text, std::iter::empty()).expect("test config")
+}
+
+fn config_text(max_records: usize, max_wait_ms: u64, snowflake: &str, extra: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "127.0.0.1:1"
+group_id = "run-loop-test"
+topics = ["{TOPIC}", "{OTHER_TOPIC}"]
+
+[snowflake]
+account = "local"
+user = "u"
+password = "p"
+endpoint = "http://127.0.0.1:1"
+{snowflake}
+
+[batch]
+max_records = {max_records}
+max_wait_ms = {max_wait_ms}
+{extra}
+"#
+    )
+}
+
+/// Source positions grow across every test's messages.
+static LSN: AtomicI64 = AtomicI64::new(1_000);
+
+/// A Debezium change event (schemaless JSON): its key and value.
+fn event(
+    table: &str,
+    key_column: &str,
+    key: &Value,
+    op: &str,
+    amount: i64,
+    note: &str,
+) -> (Vec<u8>, Vec<u8>) {
+    let lsn = LSN.fetch_add(8, Ordering::Relaxed);
+    let row = json!({ key_column: key, "amount": amount, "note": note });
+    let (before, after) = match op {
+        "d" => (json!({ key_column: key }), Value::Null),
+        _ => (Value::Null, row),
+    };
+    let value = json!({
+        "before": before, "after": after, "op": op,
+        "source": { "schema": "shop", "table": table, "lsn": lsn, "ts_ms": 1_700_000_000_000i64 },
+    });
+    (
+        json!({ key_column: key }).to_string().into_bytes(),
+        value.to_string().into_bytes(),
+    )
+}
+
+/// What the test expects of one table: per key (as the sink writes it), the source position
+/// of its last change, or none if that change deleted it.
+#[derive(Default)]
+struct Expected(BTreeMap<String, Option<(i32, i64)>>);
+
+impl Expected {
+    fn live(&self) -> BTreeMap<String, (i32, i64)> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+            .collect()
+    }
+}
+
+/// Pushes a change and notes what the warehouse should end with.
+#[allow(clippy::too_many_arguments)]
+fn push(
+    topics: &MemoryTopics,
+    expected: &mut Expected,
+    topic: &str,
+    partition: i32,
+    table: &str,
+    key_column: &str,
+    key: Value,
+    op: &str,
+    amount: i64,
+) -> i64 {
+    let (k, v) = event(table, key_column, &key, op, amount, &format!("n{amount}"));
+    let offset = topics.push(topic, partition, Some(&k), Some(&v));
+    let live = (op != "d").then_some((partition, offset));
+    expected.0.insert(key.to_string(), live);
+    offset
+}
+
+/// A mixed workload: `orders` (integer keys) on partition 0 and `Order Lines` (text keys, a
+/// name with a space and upper case) on partition 1, with updates and deletes.
+fn workload(topics: &MemoryTopics, n: i64) -> (Expected, Expected) {
+    let (mut orders, mut lines) = (Expected::default(), Expected::default());
+    for i in 0..n {
+        push(
+            topics,
+            &mut orders,
+            TOPIC,
+            0,
+            "orders",
+            "id",
+            json!(i),
+            "c",
+            i,
+        );
+        let key = json!(format!("line-{i:03}-ü"));
+        push(
+            topics,
+            &mut lines,
+            TOPIC,
+            1,
+            "Order Lines",
+            "line_id",
+            key.clone(),
+            "c",
+            i,
+        );
+        if i % 3 == 0 {
+            push(
+                topics,
+                &mut orders,
+                TOPIC,
+                0,
+                "orders",
+                "id",
+                json!(i),
+                "u",
+                i + 1000,
+            );
+        }
+        if i % 5 == 0 {
+            push(
+                topics,
+                &mut lines,
+                TOPIC,
+                1,
+                "Order Lines",
+                "line_id",
+                key,
+                "d",
+                0,
+            );
+        }
+    }
+    (orders, lines)
+}
+
+/// The test's handles on a running pipeline.
+#[derive(Clone)]
+struct Rig {
+    topics: MemoryTopics,
+    warehouse: MemoryWarehouse,
+    dlq: MemoryDeadLetters,
+    stats: Arc<Stats>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Rig {
+    /// Waits (at most 30 s) until `cond` holds.
+    async fn until(&self, what: &str, cond: impl Fn(&Rig) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !cond(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn committed(&self, topic: &str, partition: i32) -> i64 {
+        self.topics.committed(topic, partition).unwrap_or(0)
+    }
+}
+
+/// Runs a pipeline over `source` while `script` plays the test, then stops it; returns how the
+/// run ended.
+async fn run<F, Fut>(
+    cfg: Config,
+    config_path: Option<&Path>,
+    (source, topics): (MemorySource, MemoryTopics),
+    warehouse: (floe::sink::memory::MemorySink, MemoryWarehouse),
+    script: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Rig) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dlq = MemoryDeadLetters::default();
+    let (sink, warehouse) = warehouse;
+    let pipeline = Pipeline::with_parts(
+        cfg,
+        config_path.map(Path::to_path_buf),
+        source,
+        sink,
+        dlq.clone(),
+    )
+    .expect("pipeline");
+    let (stop, stopped) = watch::channel(false);
+    let rig = Rig {
+        topics,
+        warehouse,
+        dlq,
+        stats: pipeline.stats(),
+        stop: Arc::new(stop),
+    };
+    let stop = rig.stop.clone();
+    let (result, ()) = tokio::join!(pipeline.run(stopped, None), async move {
+        script(rig).await;
+        let _ = stop.send(true);
+    });
+    result
+}
+
+fn stat(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_commits_nothing_and_everything_loads_once_it_ends() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.outage(true);
+    let (orders, lines) = workload(&topics, 40);
+    run(
+        config(100, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            // The first batch was tried several times (with backoff).
+            rig.until("the loads were retried", |r| r.warehouse.statements() >= 3)
+                .await;
+            assert!(rig.warehouse.loaded().is_empty());
+            assert_eq!(
+                rig.committed(TOPIC, 0),
+                0,
+                "nothing may be committed in an outage"
+            );
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+            assert!(stat(&rig.stats.errors) >= 2);
+            rig.warehouse.outage(false);
+            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
+            rig.until("everything is committed", |r| {
+                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
+            })
+            .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            assert!(rig.dlq.sent().is_empty(), "an outage dead-letters nothing");
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_value_is_isolated_and_dead_lettered_while_the_rest_loads() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    // One text key and one integer key Snowflake refuses, in one batch with good rows.
+    warehouse.poison("\"line-013-ü\"");
+    warehouse.poison("28");
+    let (mut orders, mut lines) = workload(&topics, 40);
+    // The refused rows never reach the warehouse; everything else does.
+    lines.0.remove("\"line-013-ü\"");
+    orders.0.remove("28");
+    run(
+        config(100, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
+            rig.until("everything is committed", |r| {
+                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
+            })
+            .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            // Exactly the refused rows' messages, with Snowflake's reason: the line's create and
+            // the order's create (28 is not a multiple of 3: no update).
+            let mut sent: Vec<(i32, String)> = rig
+                .dlq
+                .sent()
+                .into_iter()
+                .map(|d| {
+                    assert_eq!(d.stage, "load");
+                    assert!(d.reason.contains("is not recognized"), "{}", d.reason);
+                    (d.partition, d.reason)
+                })
+                .collect();
+            sent.sort();
+            assert_eq!(sent.len(), 2, "{sent:?}");
+            assert_eq!((sent[0].0, sent[1].0), (0, 1));
+            assert_eq!(stat(&rig.stats.dead_lettered), 2);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_in_the_middle_of_a_retry_commits_nothing_and_a_restart_loads_it_all() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    // A slow warehouse that is down: the stop arrives while a load is being retried.
+    warehouse.latency(Duration::from_millis(300));
+    warehouse.outage(true);
+    let (orders, lines) = workload(&topics, 30);
+    let handle = topics.clone();
+    let wh = warehouse.clone();
+    run(
+        config(100, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("a load was tried twice", |r| r.warehouse.statements() >= 2)
+                .await;
+        },
+    )
+    .await
+    .expect("a stop during a retry is a clean exit");
+    assert!(wh.loaded().is_empty());
+    // At most offset 0 (nothing) is committed.
+    assert_eq!(handle.committed(TOPIC, 0).unwrap_or(0), 0);
+    assert_eq!(handle.committed(TOPIC, 1).unwrap_or(0), 0);
+
+    // The restarted process reads everything again and loads it.
+    wh.outage(false);
+    let source = handle.restart();
+    run(
+        config(100, 200, "", ""),
+        None,
+        (source, handle.clone()),
+        (wh.session(), wh.clone()),
+        |rig| async move {
+            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
+            rig.until("everything is committed", |r| {
+                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
+            })
+            .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_in_the_middle_of_a_batch_drops_the_revoked_changes_and_commits_only_owned_partitions(
+) {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(50));
+    let (orders, lines) = workload(&topics, 20);
+    // A long wait: the batch is still open when the rebalance comes.
+    let cfg = config(1000, 3_000, "", "");
+    run(
+        cfg,
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("every change is in the open batch", |r| {
+                r.topics.unread() == 0
+                    && stat(&r.stats.consumed) as i64
+                        == r.topics.end(TOPIC, 0) + r.topics.end(TOPIC, 1)
+            })
+            .await;
+            assert!(rig.warehouse.loaded().is_empty(), "the batch is still open");
+            // Partition 1 goes to another process.
+            rig.topics.revoke(&[(TOPIC, 1)]);
+            let n0 = rig.topics.end(TOPIC, 0);
+            rig.until("partition 0 is committed", |r| r.committed(TOPIC, 0) == n0)
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert!(
+                rig.warehouse.rows("ORDER LINES").is_empty(),
+                "a revoked partition's changes are dropped, not loaded"
+            );
+            assert_eq!(
+                rig.committed(TOPIC, 1),
+                0,
+                "nothing is committed for a revoked partition"
+            );
+            // Another batch on partition 0 after the rebalance: still nothing of partition 1.
+            let mut more = Expected::default();
+            push(
+                &rig.topics,
+                &mut more,
+                TOPIC,
+                0,
+                "orders",
+                "id",
+                json!(500),
+                "c",
+                5,
+            );
+            let n0 = rig.topics.end(TOPIC, 0);
+            rig.until("the new change is committed", |r| {
+                r.committed(TOPIC, 0) == n0
+            })
+            .await;
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+            // Partition 1 comes back: read again from its committed offset, and loaded.
+            rig.topics.assign(&[(TOPIC, 1)]);
+            let n1 = rig.topics.end(TOPIC, 1);
+            rig.until("partition 1 is committed", |r| r.committed(TOPIC, 1) == n1)
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            // Each line's row (deleted ones too) was loaded once: the revoked copies never reached
+            // the warehouse.
+            let line_loads = rig
+                .warehouse
+                .loaded()
+                .iter()
+                .filter(|(t, _, _)| t == "ORDER LINES")
+                .count();
+            assert_eq!(line_loads, lines.0.len());
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_cannot_load_is_held_alone_and_loads_when_it_can() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.break_table("REFUNDS", true);
+    let (orders, lines) = workload(&topics, 20);
+    let mut refunds = Expected::default();
+    for i in 0..10 {
+        push(
+            &topics,
+            &mut refunds,
+            OTHER_TOPIC,
+            0,
+            "refunds",
+            "refund_id",
+            json!(format!("r{i}")),
+            "c",
+            i,
+        );
+    }
+    let cfg = config(100, 200, "on_table_error = \"pause\"", "");
+    run(
+        cfg,
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
+            rig.until("the other tables are committed", |r| {
+                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
+            })
+            .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            rig.until("the broken table's partition is paused", |r| {
+                r.topics.is_paused(OTHER_TOPIC, 0)
+            })
+            .await;
+            assert_eq!(
+                rig.committed(OTHER_TOPIC, 0),
+                0,
+                "held records are not committed"
+            );
+            assert!(
+                rig.dlq.sent().is_empty(),
+                "on_table_error = pause dead-letters nothing"
+            );
+            // Fixed: the held records load on the next try, and the partition reads again.
+            rig.warehouse.break_table("REFUNDS", false);
+            let n = rig.topics.end(OTHER_TOPIC, 0);
+            rig.until("the held table is committed", |r| {
+                r.committed(OTHER_TOPIC, 0) == n
+            })
+            .await;
+            assert_eq!(rig.warehouse.rows("REFUNDS"), refunds.live());
+            assert!(!rig.topics.is_paused(OTHER_TOPIC, 0));
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
+    let plugin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist/testing/misbehave.wasm");
+    assert!(
+        plugin.exists(),
+        "{} is missing: run scripts/build-plugins.sh first (make test does)",
+        plugin.display()
+    );
+    let plugins = |mode: &str| {
+        format!(
+            "[plugins]\non_fault = \"pause\"\nwatch_interval_ms = 100\n\n[[plugins.chain]]\npath = \"{}\"\n\
+             [plugins.chain.config]\nmode = \"{mode}\"\ntrigger = \"boom\"\n",
+            plugin.display()
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("floe-run-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("floe.toml");
+    let write = |mode: &str| {
+        let cfg = config(100, 200, "", &plugins(mode));
+        // The same text the reloader reads back (Config has no writer: rebuild it).
+        let text = config_text(100, 200, "", &plugins(mode));
+        std::fs::write(&path, text).expect("write config");
+        cfg
+    };
+    let cfg = write("trap");
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    let (mut orders, lines) = workload(&topics, 10);
+    // One change the plugin faults on, in the same batch as good ones.
+    let (k, v) = event("orders", "id", &json!(999), "c", 9, "boom");
+    let boom = topics.push(TOPIC, 0, Some(&k), Some(&v));
+    orders.0.insert("999".into(), Some((0, boom)));
+    let path_for_run = path.clone();
+    run(
+        cfg,
+        Some(&path_for_run),
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the chain faulted twice", |r| stat(&r.stats.errors) >= 2)
+                .await;
+            assert!(
+                rig.warehouse.loaded().is_empty(),
+                "a paused batch loads nothing"
+            );
+            assert_eq!(
+                rig.committed(TOPIC, 0),
+                0,
+                "nothing is committed while paused"
+            );
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+            assert!(
+                rig.dlq.sent().is_empty(),
+                "on_fault = pause dead-letters nothing"
+            );
+            // The chain is fixed (hot swap): the paused batch goes through whole.
+            write("keep");
+            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
+            rig.until("everything is committed", |r| {
+                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
+            })
+            .await;
+            assert!(stat(&rig.stats.plugin_reloads) >= 1);
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+        },
+    )
+    .await
+    .expect("run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
