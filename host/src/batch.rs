@@ -302,7 +302,7 @@ impl Batcher {
 
     /// Gives back the changes [`Batcher::take_pending`] moved out.
     pub fn put_pending(&mut self, pending: Vec<Change>) {
-        debug_assert!(
+        assert!(
             self.pending.is_empty(),
             "pending changes pushed while taken"
         );

@@ -92,18 +92,9 @@ impl DeadLetters {
         })
     }
 
-    /// Sends `msg` to the dead-letter topic and waits for the acknowledgement.
-    pub async fn send<M: Message>(
-        &self,
-        msg: &M,
-        stage: &str,
-        reason: &str,
-    ) -> Result<(), DlqError> {
-        self.send_message(msg, stage, reason, None).await
-    }
-
-    /// [`DeadLetters::send`], naming the plugin that refused the message. A message refused as
-    /// too large is sent again cut (see [`cuts`]).
+    /// Sends `msg` to the dead-letter topic and waits for the acknowledgement, naming the
+    /// plugin that refused it, if one did. A message refused as too large is sent again cut
+    /// (see [`cuts`]).
     pub async fn send_message<M: Message>(
         &self,
         msg: &M,
@@ -223,7 +214,7 @@ pub struct MemoryDeadLetters {
 impl MemoryDeadLetters {
     /// Everything sent so far, in order.
     pub fn sent(&self) -> Vec<DeadLetter> {
-        self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Makes every send fail (`true`) or succeed again.
@@ -251,7 +242,8 @@ impl DeadLetterQueue for MemoryDeadLetters {
                 reason: "refusing on purpose".into(),
             });
         }
-        if let Ok(mut sent) = self.sent.lock() {
+        {
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
             sent.push(DeadLetter {
                 topic: msg.topic().to_string(),
                 partition: msg.partition(),

@@ -3,7 +3,7 @@
 //! production, in-memory ones in the run loop's tests). Owns delivery: every message read is
 //! open in the source's [`crate::source::ledger::Ledger`] until it is loaded, dead-lettered or
 //! skipped on purpose, and only the ledger says what may be committed; messages of partitions
-//! revoked in a rebalance are dropped from memory. What a failure leads to is [`retry`]'s rule,
+//! revoked in a rebalance are dropped from memory. What a failure leads to is `retry`'s rule,
 //! by the failure's class ([`crate::sink::ErrorClass`]): an outage is retried with backoff, a
 //! refused row is isolated and dead-lettered, a table that cannot load is blocked alone (its
 //! records dead-lettered or held, `snowflake.on_table_error`) while the other tables load, a
@@ -74,6 +74,10 @@ pub struct Pipeline<Src = KafkaSource, Snk = SinkPool, Dlq = DeadLetters> {
     /// The Kafka messages of the current batch, by the index the batcher gave each change.
     in_flight: Vec<OwnedMessage>,
     blocked: HashMap<TableId, Blocked>,
+    /// The chain and the pending changes are on the blocking pool ([`Pipeline::run_plugins`]);
+    /// still set after it returned means its run was abandoned half-way, and nothing of the
+    /// batch may be loaded or committed.
+    plugins_away: bool,
     stats: Arc<Stats>,
 }
 
@@ -100,10 +104,14 @@ impl Pipeline {
     /// Assembles the pipeline from Kafka to Snowflake. `config_path` is watched for plugin
     /// changes (hot swap).
     pub fn new(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
-        let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
-        let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
-        let sinks = SinkPool::new(&cfg.snowflake).context("configuring Snowflake")?;
-        Pipeline::with_parts(cfg, config_path, source, sinks, dlq)
+        // The consumer joins its group as soon as it exists: it is created last, once the
+        // plugin chain and everything else that can refuse the configuration are ready.
+        Pipeline::assemble(cfg, config_path, |cfg| {
+            let dlq = DeadLetters::new(&cfg.kafka).context("creating the dead-letter producer")?;
+            let sinks = SinkPool::new(&cfg.snowflake).context("configuring Snowflake")?;
+            let source = KafkaSource::new(&cfg.kafka).context("creating the Kafka consumer")?;
+            Ok((source, sinks, dlq))
+        })
     }
 }
 
@@ -116,6 +124,15 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         source: Src,
         sinks: Snk,
         dlq: Dlq,
+    ) -> anyhow::Result<Self> {
+        Pipeline::assemble(cfg, config_path, |_| Ok((source, sinks, dlq)))
+    }
+
+    /// Builds the plugin chain, the decoder and the batcher, then the parts (`parts`).
+    fn assemble(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        parts: impl FnOnce(&Config) -> anyhow::Result<(Src, Snk, Dlq)>,
     ) -> anyhow::Result<Self> {
         let engine = PluginEngine::new(Some(
             cfg.plugins
@@ -146,6 +163,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             max_bytes: cfg.batch.max_bytes,
             backlog_max_records: cfg.batch.backlog_max_records,
         });
+        let (source, sinks, dlq) = parts(&cfg)?;
         Ok(Pipeline {
             cfg,
             source,
@@ -157,6 +175,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             batcher,
             in_flight: Vec::new(),
             blocked: HashMap::new(),
+            plugins_away: false,
             stats: Arc::new(Stats::default()),
         })
     }
@@ -651,6 +670,11 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
     /// what the ledger then allows. An outage is retried (only the tables not loaded yet); rows Snowflake keeps refusing are
     /// found and dead-lettered; a table that cannot load is blocked alone.
     async fn flush(&mut self, shutdown: &Shutdown) -> Step {
+        if self.plugins_away {
+            // The batch's changes never came back from the plugin chain: marking its messages
+            // done would commit what was never loaded.
+            return Step::Fatal("internal: the plugin chain's run was abandoned half-way".into());
+        }
         self.drop_revoked();
         if self.batcher.is_empty() {
             return Step::Done;
@@ -849,6 +873,10 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
     /// outside the async context), and the runtime's workers go on meanwhile. The chain and
     /// the changes move to that thread and back.
     async fn run_plugins(&mut self) -> Result<Vec<Outcome>, String> {
+        if self.plugins_away {
+            return Err("internal: an earlier plugin run was abandoned half-way".into());
+        }
+        self.plugins_away = true;
         let mut chain = std::mem::take(&mut self.chain);
         let mut pending = self.batcher.take_pending();
         let ran = tokio::task::spawn_blocking(move || {
@@ -860,6 +888,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             Ok((chain, pending, outcomes)) => {
                 self.chain = chain;
                 self.batcher.put_pending(pending);
+                self.plugins_away = false;
                 Ok(outcomes)
             }
             Err(e) => Err(format!("the plugin chain's thread failed: {e}")),

@@ -57,7 +57,8 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A target's name: the source table's, upper case, as the Snowflake sink names it.
+/// A target's name: the source table's, upper case (simpler than the Snowflake sink's naming:
+/// no schema prefix, no configured names).
 fn target(table: &TableId) -> String {
     table.table.to_uppercase()
 }
