@@ -331,6 +331,45 @@ async fn a_refused_value_is_isolated_and_dead_lettered_while_the_rest_loads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_row_is_blamed_when_the_load_without_rows_is_refused_too() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    // Every load of `Order Lines` is refused with a row's error code, even with no rows.
+    warehouse.refuse_table("ORDER LINES");
+    let (orders, lines) = workload(&topics, 12);
+    run(
+        config(100, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
+            rig.until("everything is committed", |r| {
+                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
+            })
+            .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert!(rig.warehouse.rows("ORDER LINES").is_empty());
+            // The table is blocked (on_table_error = dead-letter): each of its messages is
+            // dead-lettered once, as the table's, and none is blamed as a refused row.
+            let sent = rig.dlq.sent();
+            assert_eq!(sent.len() as i64, n1, "{sent:?}");
+            for d in &sent {
+                assert_eq!(d.partition, 1);
+                assert!(
+                    d.reason.starts_with("table ORDER LINES cannot be loaded"),
+                    "{}",
+                    d.reason
+                );
+            }
+            assert_eq!(lines.0.len(), 12);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_in_the_middle_of_a_retry_commits_nothing_and_a_restart_loads_it_all() {
     let (source, topics) = memory_source();
     let (sink, warehouse) = memory_sink();

@@ -30,7 +30,7 @@ use crate::metrics::Stats;
 use crate::plugin::reload::{ChainReloader, Reload};
 use crate::plugin::{Outcome, PluginChain, PluginEngine};
 use crate::sink::snowflake::pool::SinkPool;
-use crate::sink::{ErrorClass, Rejected, Sink, SinkError};
+use crate::sink::{Rejected, Sink, SinkError};
 use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
 use crate::source::Source;
@@ -714,11 +714,8 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     }
                     Err(e) => e,
                 };
-                let refusals = refusals.entry(table).or_insert(0);
-                if error.class() == ErrorClass::Refused {
-                    *refusals += 1;
-                }
-                let (error, next) = match retry::after_load(error.class(), *refusals) {
+                let refused = refusals.entry(table).or_insert(0);
+                let (error, next) = match retry::after_load(error.class(), refused) {
                     Next::Isolate => {
                         warn!(error = %error, "Snowflake keeps refusing the rows of a table; looking for the rows it refuses");
                         match self.isolate(table, tb, &mut handled, shutdown).await {
@@ -1047,7 +1044,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 }
                 Err(e) => e,
             };
-            if error.class() != ErrorClass::Refused {
+            if !retry::may_blame_rows(error.class()) {
                 return Isolation::NotRowSpecific(error);
             }
             if piece.len() > 1 {

@@ -33,12 +33,15 @@ pub enum Next {
     Stop,
 }
 
-/// After loading a table's rows failed; `refusals` counts the consecutive refusals of this
-/// table's rows, this one included.
-pub fn after_load(class: ErrorClass, refusals: u32) -> Next {
+/// After loading a table's rows failed; `refusals` counts the refusals of this table's rows
+/// within the batch (a refusal is counted here).
+pub fn after_load(class: ErrorClass, refusals: &mut u32) -> Next {
+    if class == ErrorClass::Refused {
+        *refusals += 1;
+    }
     match class {
         ErrorClass::Transient => Next::Retry,
-        ErrorClass::Refused if refusals < REFUSALS_BEFORE_ISOLATING => Next::Retry,
+        ErrorClass::Refused if *refusals < REFUSALS_BEFORE_ISOLATING => Next::Retry,
         ErrorClass::Refused => Next::Isolate,
         ErrorClass::Table => Next::Block,
         ErrorClass::Fatal => Next::Stop,
@@ -46,13 +49,19 @@ pub fn after_load(class: ErrorClass, refusals: u32) -> Next {
 }
 
 /// After a step that names no row failed (a TRUNCATE, a load with no rows, a failure while
-/// isolating rows that no row explains): a refusal is the table's.
+/// isolating rows that no row explains): a refusal is the table's. Never [`Next::Isolate`].
 pub fn after_table_step(class: ErrorClass) -> Next {
     match class {
         ErrorClass::Transient => Next::Retry,
         ErrorClass::Refused | ErrorClass::Table => Next::Block,
         ErrorClass::Fatal => Next::Stop,
     }
+}
+
+/// Whether a failure may be about the rows loaded (and so be narrowed down to some of them
+/// while isolating); any other failure is the table's, the session's or the warehouse's.
+pub fn may_blame_rows(class: ErrorClass) -> bool {
+    class == ErrorClass::Refused
 }
 
 /// The wait before a held-back table is tried again, after `previous`.
@@ -98,11 +107,24 @@ mod tests {
 
     #[test]
     fn each_class_leads_to_one_next_step() {
-        assert_eq!(after_load(ErrorClass::Transient, 0), Next::Retry);
-        assert_eq!(after_load(ErrorClass::Refused, 1), Next::Retry);
-        assert_eq!(after_load(ErrorClass::Refused, 2), Next::Isolate);
-        assert_eq!(after_load(ErrorClass::Table, 1), Next::Block);
-        assert_eq!(after_load(ErrorClass::Fatal, 1), Next::Stop);
+        let mut refusals = 0;
+        assert_eq!(
+            after_load(ErrorClass::Transient, &mut refusals),
+            Next::Retry
+        );
+        assert_eq!(after_load(ErrorClass::Refused, &mut refusals), Next::Retry);
+        // An outage in between does not count as a refusal.
+        assert_eq!(
+            after_load(ErrorClass::Transient, &mut refusals),
+            Next::Retry
+        );
+        assert_eq!(
+            after_load(ErrorClass::Refused, &mut refusals),
+            Next::Isolate
+        );
+        assert_eq!(refusals, 2);
+        assert_eq!(after_load(ErrorClass::Table, &mut 0), Next::Block);
+        assert_eq!(after_load(ErrorClass::Fatal, &mut 0), Next::Stop);
         // Without rows, a refusal is the table's.
         assert_eq!(after_table_step(ErrorClass::Refused), Next::Block);
         assert_eq!(after_table_step(ErrorClass::Transient), Next::Retry);

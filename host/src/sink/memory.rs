@@ -29,6 +29,8 @@ struct State {
     poison: HashSet<String>,
     /// Targets that cannot be loaded at all.
     broken: HashSet<String>,
+    /// Targets whose every load is refused as a row would be, even with no rows.
+    refusing: HashSet<String>,
 }
 
 /// The sink the pipeline loads into.
@@ -89,6 +91,12 @@ impl MemoryWarehouse {
     /// Refuses any load that holds a row with this key value (a key cell's JSON text).
     pub fn poison(&self, key: &str) {
         lock(&self.state).poison.insert(key.to_string());
+    }
+
+    /// Every load into the target is refused with a row's error code, even a load of no rows:
+    /// the table, not a row, is at fault (a column Snowflake cannot write, say).
+    pub fn refuse_table(&self, target: &str) {
+        lock(&self.state).refusing.insert(target.to_string());
     }
 
     /// The target cannot be loaded (`true`), as a table whose DDL is refused, or can again.
@@ -154,6 +162,13 @@ impl MemorySink {
             return Err(SinkError::Table {
                 table: name,
                 reason: "broken on purpose".into(),
+            });
+        }
+        if s.refusing.contains(&name) {
+            return Err(SinkError::Statement {
+                statement: format!("MERGE INTO {name}"),
+                code: Some("100038".into()),
+                message: "Numeric value 'x' is not recognized".into(),
             });
         }
         if let Some(bad) = rows
