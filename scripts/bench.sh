@@ -10,7 +10,8 @@
 #     Snowflake stand-in by one floe process, from a fresh consumer group, in large batches;
 #     e2e_latency_*: the same backlog with the config as shipped into a second stand-in that
 #     answers each statement after 300 ms, as a real Snowflake does. Each prints events/s,
-#     statements per batch and peak RSS.
+#     statements per batch and peak RSS; backlog_peak_rss_mb is the latter drain's peak RSS
+#     (the issue's figure is for FLOE_BENCH_BACKLOG=1000000).
 #  5. commit_to_visible_*: an idle floe with the config as shipped, a row committed on
 #     PostgreSQL until it is visible in the warehouse, at 0 and 300 ms per statement.
 #  6. e2e_tables_*: a backlog spread over the four tables of the `shop` schema (one without a
@@ -90,7 +91,8 @@ drain() {
   echo "e2e_${name}_events_per_sec=$(awk -v n="$consumed" -v s="$elapsed" 'BEGIN { printf "%d", n / s }')"
   echo "e2e_${name}_batches=$batches"
   echo "e2e_${name}_statements_per_batch=$(awk -v n="$statements" -v b="$batches" 'BEGIN { printf "%.2f", b ? n / b : 0 }')"
-  echo "e2e_${name}_peak_rss_mb=$(field peak_rss_mb)"
+  LAST_PEAK_RSS_MB=$(field peak_rss_mb) LAST_EVENTS=$consumed
+  echo "e2e_${name}_peak_rss_mb=$LAST_PEAK_RSS_MB"
 }
 # visible NAME PORT: with the last drain's group (caught up) and the config as shipped, the time
 # from a commit on PostgreSQL to the row being visible in the stand-in on PORT, idle pipeline.
@@ -139,6 +141,8 @@ visible 0ms 8086
 # 300 ms per statement.
 echo "== the same backlog, config as shipped, 300 ms per statement"
 drain latency "$SLOW_PORT"
+echo "backlog_peak_rss_mb=$LAST_PEAK_RSS_MB"
+echo "backlog_events=$LAST_EVENTS"
 echo "== commit on PostgreSQL -> row visible, idle, config as shipped, 300 ms per statement"
 visible 300ms "$SLOW_PORT"
 fi
