@@ -35,8 +35,10 @@ use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
 use crate::source::Source;
 
+mod isolate;
 mod retry;
-use retry::{Backoff, Next};
+use isolate::Isolation;
+use retry::{AfterLoad, Backoff, Next};
 
 /// How often the run loop looks for a changed plugin config or a finished chain build.
 const RELOAD_TICK: Duration = Duration::from_millis(250);
@@ -79,16 +81,6 @@ pub struct Pipeline<Src = KafkaSource, Snk = SinkPool, Dlq = DeadLetters> {
     /// batch may be loaded or committed.
     plugins_away: bool,
     stats: Arc<Stats>,
-}
-
-/// The outcome of looking for the rows Snowflake refuses.
-enum Isolation {
-    /// Every row was loaded or dead-lettered; the number loaded.
-    Done(usize),
-    /// Shutdown was requested meanwhile.
-    Abandoned,
-    /// The refusal is not about any row (the table or session is at fault).
-    NotRowSpecific(SinkError),
 }
 
 /// The outcome of one retried step.
@@ -479,7 +471,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 }
                 Err(e) => match retry::after_table_step(e.class()) {
                     Next::Stop => return Step::Fatal(e.to_string()),
-                    Next::Block | Next::Isolate => {
+                    Next::Block => {
                         return self.block(table, &e, vec![msg], shutdown).await;
                     }
                     Next::Retry => {
@@ -716,7 +708,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 };
                 let refused = refusals.entry(table).or_insert(0);
                 let (error, next) = match retry::after_load(error.class(), refused) {
-                    Next::Isolate => {
+                    AfterLoad::Isolate => {
                         warn!(error = %error, "Snowflake keeps refusing the rows of a table; looking for the rows it refuses");
                         match self.isolate(table, tb, &mut handled, shutdown).await {
                             Isolation::Done(n) => {
@@ -733,11 +725,11 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                             }
                         }
                     }
-                    next => (error, next),
+                    AfterLoad::Then(next) => (error, next),
                 };
                 match next {
                     Next::Stop => return Step::Fatal(error.to_string()),
-                    Next::Block | Next::Isolate => {
+                    Next::Block => {
                         let msgs = self.messages_of(&tb.rows, &mut handled);
                         match self.block(table, &error, msgs, shutdown).await {
                             Step::Done => {}
@@ -1004,7 +996,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 Next::Stop => return Step::Fatal(e.to_string()),
                 // The rejects table cannot take them (a name collision, refused DDL): they are
                 // in the dead-letter topic already, with their reasons.
-                Next::Block | Next::Isolate => {
+                Next::Block => {
                     Stats::add(&self.stats.errors, 1);
                     warn!(error = %e, dlq = self.dlq.topic(), "rejected changes not recorded in a rejects table; they are in the dead-letter topic");
                     return Step::Done;
@@ -1018,62 +1010,6 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 }
             }
         }
-    }
-
-    /// Loads one table's rows piece by piece, halving the pieces Snowflake refuses, until the
-    /// refused rows stand alone; their source messages go to the dead-letter topic with
-    /// Snowflake's reason. A lone row is only blamed if the same load with no rows succeeds.
-    async fn isolate(
-        &mut self,
-        table: &TableId,
-        tb: &TableBatch,
-        handled: &mut HashSet<usize>,
-        shutdown: &Shutdown,
-    ) -> Isolation {
-        let mut loaded = 0;
-        let mut refused: Vec<(FoldedRow, String)> = Vec::new();
-        let mut pending = vec![tb.rows.clone()];
-        while let Some(piece) = pending.pop() {
-            if *shutdown.borrow() {
-                return Isolation::Abandoned;
-            }
-            let error = match self.sinks.load_rows(table, tb, &piece).await {
-                Ok(n) => {
-                    loaded += n;
-                    continue;
-                }
-                Err(e) => e,
-            };
-            if !retry::may_blame_rows(error.class()) {
-                return Isolation::NotRowSpecific(error);
-            }
-            if piece.len() > 1 {
-                let (a, b) = piece.split_at(piece.len() / 2);
-                pending.push(b.to_vec());
-                pending.push(a.to_vec());
-                continue;
-            }
-            match self.sinks.probe(table, tb).await {
-                Ok(()) => refused.push((piece[0].clone(), error.to_string())),
-                Err(e) => return Isolation::NotRowSpecific(e),
-            }
-        }
-        let target = self.sinks.table_name(table);
-        for (row, reason) in refused {
-            warn!(partition = row.kafka.partition, offset = row.kafka.offset, reason = %reason,
-                dlq = self.dlq.topic(), "row refused by Snowflake; its source messages go to the dead-letter topic");
-            for msg in self.messages_of(std::slice::from_ref(&row), handled) {
-                if !matches!(
-                    self.dead_letter(&msg, "load", &reason, None, shutdown)
-                        .await,
-                    Step::Done
-                ) {
-                    return Isolation::Abandoned;
-                }
-                self.stats.table(&target, |c| c.dead_lettered += 1);
-            }
-        }
-        Isolation::Done(loaded)
     }
 
     async fn retry<F, Fut, E>(&self, what: &str, shutdown: &Shutdown, mut f: F) -> Step

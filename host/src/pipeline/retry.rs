@@ -25,31 +25,37 @@ const REFUSALS_BEFORE_ISOLATING: u32 = 2;
 pub enum Next {
     /// Wait ([`Backoff`]) and try the same step again; nothing is committed meanwhile.
     Retry,
-    /// Look for the rows the warehouse refuses, load the others and dead-letter those.
-    Isolate,
     /// The table cannot load now: its records are dead-lettered or held, the others go on.
     Block,
     /// No retry can help (credentials, configuration): floe stops, committing nothing more.
     Stop,
 }
 
+/// What the run loop does after loading a table's rows failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLoad {
+    /// Look for the rows the warehouse refuses, load the others and dead-letter those; a
+    /// failure that no row explains then goes through [`after_table_step`].
+    Isolate,
+    Then(Next),
+}
+
 /// After loading a table's rows failed; `refusals` counts the refusals of this table's rows
 /// within the batch (a refusal is counted here).
-pub fn after_load(class: ErrorClass, refusals: &mut u32) -> Next {
+pub fn after_load(class: ErrorClass, refusals: &mut u32) -> AfterLoad {
     if class == ErrorClass::Refused {
         *refusals += 1;
     }
     match class {
-        ErrorClass::Transient => Next::Retry,
-        ErrorClass::Refused if *refusals < REFUSALS_BEFORE_ISOLATING => Next::Retry,
-        ErrorClass::Refused => Next::Isolate,
-        ErrorClass::Table => Next::Block,
-        ErrorClass::Fatal => Next::Stop,
+        ErrorClass::Refused if *refusals >= REFUSALS_BEFORE_ISOLATING => AfterLoad::Isolate,
+        ErrorClass::Transient | ErrorClass::Refused => AfterLoad::Then(Next::Retry),
+        ErrorClass::Table => AfterLoad::Then(Next::Block),
+        ErrorClass::Fatal => AfterLoad::Then(Next::Stop),
     }
 }
 
 /// After a step that names no row failed (a TRUNCATE, a load with no rows, a failure while
-/// isolating rows that no row explains): a refusal is the table's. Never [`Next::Isolate`].
+/// isolating rows that no row explains): a refusal is the table's.
 pub fn after_table_step(class: ErrorClass) -> Next {
     match class {
         ErrorClass::Transient => Next::Retry,
@@ -110,21 +116,30 @@ mod tests {
         let mut refusals = 0;
         assert_eq!(
             after_load(ErrorClass::Transient, &mut refusals),
-            Next::Retry
-        );
-        assert_eq!(after_load(ErrorClass::Refused, &mut refusals), Next::Retry);
-        // An outage in between does not count as a refusal.
-        assert_eq!(
-            after_load(ErrorClass::Transient, &mut refusals),
-            Next::Retry
+            AfterLoad::Then(Next::Retry)
         );
         assert_eq!(
             after_load(ErrorClass::Refused, &mut refusals),
-            Next::Isolate
+            AfterLoad::Then(Next::Retry)
+        );
+        // An outage in between does not count as a refusal.
+        assert_eq!(
+            after_load(ErrorClass::Transient, &mut refusals),
+            AfterLoad::Then(Next::Retry)
+        );
+        assert_eq!(
+            after_load(ErrorClass::Refused, &mut refusals),
+            AfterLoad::Isolate
         );
         assert_eq!(refusals, 2);
-        assert_eq!(after_load(ErrorClass::Table, &mut 0), Next::Block);
-        assert_eq!(after_load(ErrorClass::Fatal, &mut 0), Next::Stop);
+        assert_eq!(
+            after_load(ErrorClass::Table, &mut 0),
+            AfterLoad::Then(Next::Block)
+        );
+        assert_eq!(
+            after_load(ErrorClass::Fatal, &mut 0),
+            AfterLoad::Then(Next::Stop)
+        );
         // Without rows, a refusal is the table's.
         assert_eq!(after_table_step(ErrorClass::Refused), Next::Block);
         assert_eq!(after_table_step(ErrorClass::Transient), Next::Retry);
