@@ -3,6 +3,9 @@
 //! It never talks to Kafka or Snowflake.
 
 use std::collections::HashMap;
+
+/// The batch's maps are looked up once or more per record: a fast hasher, seeded per process.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +59,7 @@ pub struct TableBatch {
     newest: Option<(LogKey, Arc<[Column]>)>,
     /// Every column list seen, with the newest log position it was seen at.
     seen: Vec<(LogKey, Arc<[Column]>)>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
 }
 
 impl TableBatch {
@@ -218,7 +221,7 @@ fn fill_unchanged(new: &mut Row, old: &Row) {
 /// A batch ready to load: folded rows per table.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub tables: HashMap<TableId, TableBatch>,
+    pub tables: FastMap<TableId, TableBatch>,
     /// Changes that went into the batch (before folding).
     pub changes: usize,
 }
