@@ -201,6 +201,21 @@ impl Rig {
     fn committed(&self, topic: &str, partition: i32) -> i64 {
         self.topics.committed(topic, partition).unwrap_or(0)
     }
+
+    /// Waits until these partitions are committed up to their last message pushed so far.
+    async fn until_committed(&self, what: &str, partitions: &[(&str, i32)]) {
+        let ends: Vec<i64> = partitions
+            .iter()
+            .map(|(t, p)| self.topics.end(t, *p))
+            .collect();
+        self.until(what, |r| {
+            partitions
+                .iter()
+                .zip(&ends)
+                .all(|((t, p), end)| r.committed(t, *p) == *end)
+        })
+        .await;
+    }
 }
 
 /// Runs a pipeline over `source` while `script` plays the test, then stops it; returns how the
@@ -270,11 +285,8 @@ async fn an_outage_commits_nothing_and_everything_loads_once_it_ends() {
             assert_eq!(rig.committed(TOPIC, 1), 0);
             assert!(stat(&rig.stats.errors) >= 2);
             rig.warehouse.outage(false);
-            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
-            rig.until("everything is committed", |r| {
-                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
-            })
-            .await;
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
             assert!(rig.dlq.sent().is_empty(), "an outage dead-letters nothing");
@@ -301,11 +313,8 @@ async fn a_refused_value_is_isolated_and_dead_lettered_while_the_rest_loads() {
         (source, topics),
         (sink, warehouse),
         |rig| async move {
-            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
-            rig.until("everything is committed", |r| {
-                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
-            })
-            .await;
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
             // Exactly the refused rows' messages, with Snowflake's reason: the line's create and
@@ -343,17 +352,14 @@ async fn no_row_is_blamed_when_the_load_without_rows_is_refused_too() {
         (source, topics),
         (sink, warehouse),
         |rig| async move {
-            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
-            rig.until("everything is committed", |r| {
-                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
-            })
-            .await;
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert!(rig.warehouse.rows("ORDER LINES").is_empty());
             // The table is blocked (on_table_error = dead-letter): each of its messages is
             // dead-lettered once, as the table's, and none is blamed as a refused row.
             let sent = rig.dlq.sent();
-            assert_eq!(sent.len() as i64, n1, "{sent:?}");
+            assert_eq!(sent.len() as i64, rig.topics.end(TOPIC, 1), "{sent:?}");
             for d in &sent {
                 assert_eq!(d.partition, 1);
                 assert!(
@@ -406,11 +412,8 @@ async fn stopping_in_the_middle_of_a_retry_commits_nothing_and_a_restart_loads_i
         (source, handle.clone()),
         (wh.session(), wh.clone()),
         |rig| async move {
-            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
-            rig.until("everything is committed", |r| {
-                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
-            })
-            .await;
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
         },
@@ -443,8 +446,7 @@ async fn a_rebalance_in_the_middle_of_a_batch_drops_the_revoked_changes_and_comm
             assert!(rig.warehouse.loaded().is_empty(), "the batch is still open");
             // Partition 1 goes to another process.
             rig.topics.revoke(&[(TOPIC, 1)]);
-            let n0 = rig.topics.end(TOPIC, 0);
-            rig.until("partition 0 is committed", |r| r.committed(TOPIC, 0) == n0)
+            rig.until_committed("partition 0 is committed", &[(TOPIC, 0)])
                 .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert!(
@@ -469,16 +471,12 @@ async fn a_rebalance_in_the_middle_of_a_batch_drops_the_revoked_changes_and_comm
                 "c",
                 5,
             );
-            let n0 = rig.topics.end(TOPIC, 0);
-            rig.until("the new change is committed", |r| {
-                r.committed(TOPIC, 0) == n0
-            })
-            .await;
+            rig.until_committed("the new change is committed", &[(TOPIC, 0)])
+                .await;
             assert_eq!(rig.committed(TOPIC, 1), 0);
             // Partition 1 comes back: read again from its committed offset, and loaded.
             rig.topics.assign(&[(TOPIC, 1)]);
-            let n1 = rig.topics.end(TOPIC, 1);
-            rig.until("partition 1 is committed", |r| r.committed(TOPIC, 1) == n1)
+            rig.until_committed("partition 1 is committed", &[(TOPIC, 1)])
                 .await;
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
             // Each line's row (deleted ones too) was loaded once: the revoked copies never reached
@@ -523,11 +521,8 @@ async fn a_table_that_cannot_load_is_held_alone_and_loads_when_it_can() {
         (source, topics),
         (sink, warehouse),
         |rig| async move {
-            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
-            rig.until("the other tables are committed", |r| {
-                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
-            })
-            .await;
+            rig.until_committed("the other tables are committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
             rig.until("the broken table's partition is paused", |r| {
@@ -545,11 +540,8 @@ async fn a_table_that_cannot_load_is_held_alone_and_loads_when_it_can() {
             );
             // Fixed: the held records load on the next try, and the partition reads again.
             rig.warehouse.break_table("REFUNDS", false);
-            let n = rig.topics.end(OTHER_TOPIC, 0);
-            rig.until("the held table is committed", |r| {
-                r.committed(OTHER_TOPIC, 0) == n
-            })
-            .await;
+            rig.until_committed("the held table is committed", &[(OTHER_TOPIC, 0)])
+                .await;
             assert_eq!(rig.warehouse.rows("REFUNDS"), refunds.live());
             assert!(!rig.topics.is_paused(OTHER_TOPIC, 0));
         },
@@ -619,11 +611,8 @@ async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
             // looks at modification times: the rewrite must not share the first write's.
             tokio::time::sleep(Duration::from_millis(1100)).await;
             write("keep");
-            let (n0, n1) = (rig.topics.end(TOPIC, 0), rig.topics.end(TOPIC, 1));
-            rig.until("everything is committed", |r| {
-                r.committed(TOPIC, 0) == n0 && r.committed(TOPIC, 1) == n1
-            })
-            .await;
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
             assert!(stat(&rig.stats.plugin_reloads) >= 1);
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
