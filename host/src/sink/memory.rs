@@ -1,7 +1,9 @@
 //! An in-memory warehouse for the run loop's unit tests: it applies folded rows to tables kept
 //! in memory (upserts and deletes by key), counts its statements, and fails on demand the way
-//! Snowflake does: an outage, a value it refuses in one row, a table it cannot load. The test
-//! keeps a [`MemoryWarehouse`] handle to break it, heal it and read what was loaded.
+//! Snowflake does: an outage, a value it refuses in one row, a table it cannot load. Like the
+//! MERGE, a change older (by source position) than the row it would replace is ignored. The
+//! test keeps a [`MemoryWarehouse`] handle to break it, heal it, hold its statements at a gate
+//! and read what was loaded.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,11 +13,19 @@ use super::{Rejected, Sink, SinkError};
 use crate::batch::{FoldedRow, RowAction, TableBatch};
 use crate::change::{SourcePosition, TableId};
 
+/// The change that last wrote a row.
+struct Written {
+    partition: i32,
+    offset: i64,
+    position: SourcePosition,
+    deleted: bool,
+}
+
 #[derive(Default)]
 struct State {
-    /// Per target, the rows by their key (as JSON text): the source position of the change
-    /// that wrote them, and whether that change deleted the row.
-    tables: BTreeMap<String, BTreeMap<String, (i32, i64, bool)>>,
+    /// Per target, the rows by their key (as JSON text): the Kafka and source positions of
+    /// the change that wrote them, and whether that change deleted the row.
+    tables: BTreeMap<String, BTreeMap<String, Written>>,
     /// Every (target, partition, offset) of a row loaded, in load order (a retried load
     /// appears again: loads are idempotent, not exactly once).
     loaded: Vec<(String, i32, i64)>,
@@ -23,6 +33,9 @@ struct State {
     statements: u64,
     /// Waited before every statement is answered (a real warehouse takes hundreds of ms).
     latency: Duration,
+    /// Statements wait at the gate while it is closed; how many wait there now.
+    gated: bool,
+    waiting: usize,
     outage: bool,
     /// Key values (JSON text of one key cell) whose rows are refused as Snowflake refuses a
     /// value it cannot store.
@@ -88,6 +101,16 @@ impl MemoryWarehouse {
         lock(&self.state).latency = latency;
     }
 
+    /// Closes the gate (`true`): every statement waits there until it opens again.
+    pub fn gate(&self, closed: bool) {
+        lock(&self.state).gated = closed;
+    }
+
+    /// Statements waiting at the closed gate now.
+    pub fn waiting(&self) -> usize {
+        lock(&self.state).waiting
+    }
+
     /// Refuses any load that holds a row with this key value (a key cell's JSON text).
     pub fn poison(&self, key: &str) {
         lock(&self.state).poison.insert(key.to_string());
@@ -116,8 +139,8 @@ impl MemoryWarehouse {
             .get(target)
             .map(|t| {
                 t.iter()
-                    .filter(|(_, (_, _, deleted))| !deleted)
-                    .map(|(k, (p, o, _))| (k.clone(), (*p, *o)))
+                    .filter(|(_, w)| !w.deleted)
+                    .map(|(k, w)| (k.clone(), (w.partition, w.offset)))
                     .collect()
             })
             .unwrap_or_default()
@@ -140,12 +163,20 @@ impl MemoryWarehouse {
 }
 
 impl MemorySink {
-    /// Waits the warehouse's round trip.
+    /// Waits the warehouse's round trip, and at the gate while it is closed.
     async fn round_trip(&self) {
         let latency = lock(&self.state).latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
+        if !lock(&self.state).gated {
+            return;
+        }
+        lock(&self.state).waiting += 1;
+        while lock(&self.state).gated {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lock(&self.state).waiting -= 1;
     }
 
     /// One statement that loads `rows` into `table`'s target, all or nothing.
@@ -183,8 +214,19 @@ impl MemorySink {
         }
         let t = s.tables.entry(name.clone()).or_default();
         for r in rows {
-            let deleted = !matches!(r.action, RowAction::Upsert);
-            t.insert(key_text(r), (r.kafka.partition, r.kafka.offset, deleted));
+            let key = key_text(r);
+            if t.get(&key)
+                .is_some_and(|w| !r.position.at_or_after(&w.position))
+            {
+                continue;
+            }
+            let written = Written {
+                partition: r.kafka.partition,
+                offset: r.kafka.offset,
+                position: r.position,
+                deleted: !matches!(r.action, RowAction::Upsert),
+            };
+            t.insert(key, written);
         }
         for r in rows {
             s.loaded
