@@ -97,14 +97,7 @@ impl AvroDecoder {
         value: Option<&[u8]>,
     ) -> Result<(), RegistryError> {
         for id in [key, value].into_iter().flatten().filter_map(schema_id) {
-            let known = match self.schemas.get(&id) {
-                Some(Entry::Refused {
-                    until: Some(until), ..
-                }) => *until > Instant::now(),
-                Some(_) => true,
-                None => false,
-            };
-            if known {
+            if self.knows(id) {
                 continue;
             }
             let registry = self
@@ -115,6 +108,28 @@ impl AvroDecoder {
             self.learn(id, fetched);
         }
         Ok(())
+    }
+
+    /// Whether every writer schema `key` and `value` name has an answer at hand: decoding
+    /// them needs no registry call.
+    pub fn has_schemas(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
+        [key, value]
+            .into_iter()
+            .flatten()
+            .filter_map(schema_id)
+            .all(|id| self.knows(id))
+    }
+
+    /// Whether the registry's answer about `id` is at hand (an id it did not know is asked
+    /// again after [`UNKNOWN_ID_TTL`]).
+    fn knows(&self, id: u32) -> bool {
+        match self.schemas.get(&id) {
+            Some(Entry::Refused {
+                until: Some(until), ..
+            }) => *until > Instant::now(),
+            Some(_) => true,
+            None => false,
+        }
     }
 
     /// Remembers what the registry said about `id` (replacing what it said before).

@@ -98,6 +98,12 @@ impl Decoder {
         }
     }
 
+    /// Whether the message can be decoded without a registry call ([`Decoder::prepare`] would
+    /// do nothing).
+    pub fn is_prepared(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
+        !self.is_avro(topic, value) || self.avro.has_schemas(key, value)
+    }
+
     /// Decodes one message ([`Decoder::prepare`] first). `value` is `None` for a tombstone.
     pub fn decode(
         &mut self,
