@@ -27,6 +27,9 @@ pub struct Stats {
     pub dropped: AtomicU64,
     /// Changes handed to a plugin that faulted (trap, deadline, memory, fuel).
     pub plugin_faults: AtomicU64,
+    /// Runs of the plugin chain over a batch's changes (one repeated after a fault counts
+    /// again; one while the batch before loads counts too).
+    pub plugin_runs: AtomicU64,
     /// Plugin chains swapped in without a restart.
     pub plugin_reloads: AtomicU64,
     /// Reloads refused because the new chain failed to load or initialise (the old one ran on).
@@ -165,6 +168,11 @@ impl Stats {
                 "floe_plugin_fault_changes_total",
                 "Changes handed to a plugin that faulted.",
                 g(&self.plugin_faults),
+            ),
+            (
+                "floe_plugin_chain_runs_total",
+                "Runs of the plugin chain over a batch's changes.",
+                g(&self.plugin_runs),
             ),
             (
                 "floe_plugin_reloads_total",
@@ -396,7 +404,7 @@ mod tests {
         let text = s.prometheus(&AtomicI64::new(7));
         assert!(text.contains("floe_rows_loaded_total 42\n"), "{text}");
         assert!(text.contains("# TYPE floe_consumer_lag gauge\nfloe_consumer_lag 7\n"));
-        assert_eq!(text.matches("# TYPE").count(), 16);
+        assert_eq!(text.matches("# TYPE").count(), 17);
     }
 
     #[test]

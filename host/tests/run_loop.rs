@@ -495,6 +495,166 @@ async fn a_rebalance_in_the_middle_of_a_batch_drops_the_revoked_changes_and_comm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_read_while_one_loads_and_nothing_is_committed_before_its_load() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    // Every statement waits at the gate until the test opens it.
+    warehouse.gate(true);
+    let (orders, lines) = workload(&topics, 60);
+    let total = topics.end(TOPIC, 0) + topics.end(TOPIC, 1);
+    assert!(
+        total > 100 && total < 200,
+        "{total} messages: a batch and part of the next"
+    );
+    run(
+        config(100, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch waits at the gate", |r| {
+                r.warehouse.waiting() >= 1
+            })
+            .await;
+            // While it waits, the rest is read, decoded and batched.
+            rig.until("everything is read while the first batch loads", |r| {
+                r.topics.unread() == 0 && stat(&r.stats.decoded) as i64 == total
+            })
+            .await;
+            assert!(rig.warehouse.loaded().is_empty());
+            assert_eq!(
+                rig.committed(TOPIC, 0),
+                0,
+                "nothing is committed before its load"
+            );
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+            rig.warehouse.gate(false);
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            // Two batches, each message loaded once.
+            let mut loaded = rig.warehouse.loaded();
+            let n = loaded.len();
+            loaded.sort();
+            loaded.dedup();
+            assert_eq!(loaded.len(), n, "a row loaded twice");
+            assert_eq!(stat(&rig.stats.batches), 2);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_a_batch_loads_drops_the_revoked_changes_read_ahead() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(50));
+    warehouse.gate(true);
+    let (mut orders, mut lines) = (Expected::default(), Expected::default());
+    // The first batch (40) holds orders only (partition 0); the lines (partition 1, text keys)
+    // and more orders come after it, so they are read ahead while it loads.
+    for i in 0..40 {
+        push(
+            &topics,
+            &mut orders,
+            TOPIC,
+            0,
+            "orders",
+            "id",
+            json!(i),
+            "c",
+            i,
+        );
+    }
+    for i in 0..20 {
+        let key = json!(format!("line-{i:03}-ü"));
+        push(
+            &topics,
+            &mut lines,
+            TOPIC,
+            1,
+            "Order Lines",
+            "line_id",
+            key,
+            "c",
+            i,
+        );
+        push(
+            &topics,
+            &mut orders,
+            TOPIC,
+            0,
+            "orders",
+            "id",
+            json!(i),
+            "u",
+            i + 100,
+        );
+    }
+    run(
+        config(40, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch waits and the next is read", |r| {
+                r.warehouse.waiting() >= 1 && r.topics.unread() == 0
+            })
+            .await;
+            // Partition 1 goes to another process while the first batch loads; the next
+            // message read tells the pipeline.
+            rig.topics.revoke(&[(TOPIC, 1)]);
+            push(
+                &rig.topics,
+                &mut orders,
+                TOPIC,
+                0,
+                "orders",
+                "id",
+                json!(-7),
+                "c",
+                7,
+            );
+            rig.until("the message after the rebalance is read", |r| {
+                r.topics.unread() == 0
+            })
+            .await;
+            rig.warehouse.gate(false);
+            rig.until_committed("partition 0 is committed", &[(TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert!(
+                rig.warehouse.rows("ORDER LINES").is_empty(),
+                "the revoked partition's changes read ahead are dropped, not loaded"
+            );
+            assert_eq!(
+                rig.committed(TOPIC, 1),
+                0,
+                "nothing is committed for a revoked partition"
+            );
+            assert!(rig.dlq.sent().is_empty());
+            // Partition 1 comes back: read again from its committed offset, and loaded once.
+            rig.topics.assign(&[(TOPIC, 1)]);
+            rig.until_committed("partition 1 is committed", &[(TOPIC, 1)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            let line_loads = rig
+                .warehouse
+                .loaded()
+                .iter()
+                .filter(|(t, _, _)| t == "ORDER LINES")
+                .count();
+            assert_eq!(line_loads, lines.0.len());
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_that_cannot_load_is_held_alone_and_loads_when_it_can() {
     let (source, topics) = memory_source();
     let (sink, warehouse) = memory_sink();
@@ -551,7 +711,89 @@ async fn a_table_that_cannot_load_is_held_alone_and_loads_when_it_can() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
+async fn changes_read_ahead_of_a_table_that_got_held_wait_behind_its_older_ones() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.break_table("REFUNDS", true);
+    warehouse.gate(true);
+    let (mut orders, mut refunds) = (Expected::default(), Expected::default());
+    // The first batch (40): orders and the refunds' creates; read ahead while it loads: the
+    // refunds' updates (same text keys) and more orders.
+    for i in 0..10 {
+        for j in 0..3 {
+            let id = json!(i * 3 + j);
+            push(&topics, &mut orders, TOPIC, 0, "orders", "id", id, "c", i);
+        }
+        let key = json!(format!("r-{i}"));
+        push(
+            &topics,
+            &mut refunds,
+            OTHER_TOPIC,
+            0,
+            "refunds",
+            "refund_id",
+            key,
+            "c",
+            i,
+        );
+    }
+    for i in 0..10 {
+        let key = json!(format!("r-{i}"));
+        push(
+            &topics,
+            &mut refunds,
+            OTHER_TOPIC,
+            0,
+            "refunds",
+            "refund_id",
+            key,
+            "u",
+            i + 50,
+        );
+        push(
+            &topics,
+            &mut orders,
+            TOPIC,
+            0,
+            "orders",
+            "id",
+            json!(i),
+            "u",
+            i + 50,
+        );
+    }
+    run(
+        config(40, 300, "on_table_error = \"pause\"", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch waits and the next is read", |r| {
+                r.warehouse.waiting() >= 1 && r.topics.unread() == 0
+            })
+            .await;
+            rig.warehouse.gate(false);
+            rig.until("the refunds are held", |r| {
+                r.stats.blocked_tables() == ["REFUNDS"]
+            })
+            .await;
+            // Fixed before the next batch (read ahead) loads: its refunds must still wait
+            // behind the held ones, not load before them and leave them behind.
+            rig.warehouse.break_table("REFUNDS", false);
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (OTHER_TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("REFUNDS"), refunds.live());
+            assert!(rig.dlq.sent().is_empty());
+            assert!(rig.stats.blocked_tables().is_empty());
+        },
+    )
+    .await
+    .expect("run");
+}
+
+/// The test plugin that misbehaves on demand.
+fn misbehave_wasm() -> std::path::PathBuf {
     let plugin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/dist/testing/misbehave.wasm");
     assert!(
@@ -559,6 +801,125 @@ async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
         "{} is missing: run scripts/build-plugins.sh first (make test does)",
         plugin.display()
     );
+    plugin
+}
+
+/// A chain of the misbehaving plugin alone (`mode = "keep"` keeps every change).
+fn misbehave(mode: &str) -> String {
+    format!(
+        "[[plugins.chain]]\npath = \"{}\"\n[plugins.chain.config]\nmode = \"{mode}\"\n",
+        misbehave_wasm().display()
+    )
+}
+
+/// Two full batches of orders (integer keys, partition 0) and lines (text keys, partition 1):
+/// 50, then 100 (a batch that filled up makes the next one twice as large).
+fn two_batches(topics: &MemoryTopics) -> (Expected, Expected) {
+    let (mut orders, mut lines) = (Expected::default(), Expected::default());
+    for i in 0..75 {
+        push(
+            topics,
+            &mut orders,
+            TOPIC,
+            0,
+            "orders",
+            "id",
+            json!(i),
+            "c",
+            i,
+        );
+        let key = json!(format!("line-{i:03}-ü"));
+        push(
+            topics,
+            &mut lines,
+            TOPIC,
+            1,
+            "Order Lines",
+            "line_id",
+            key,
+            "c",
+            i,
+        );
+    }
+    (orders, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_chain_runs_on_the_next_batch_while_one_loads() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(300));
+    warehouse.gate(true);
+    let (orders, lines) = two_batches(&topics);
+    run(
+        config(50, 5_000, "", &misbehave("keep")),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until(
+                "the second batch went through the chain during the first load",
+                |r| r.warehouse.waiting() >= 1 && stat(&r.stats.plugin_runs) == 2,
+            )
+            .await;
+            assert!(rig.warehouse.loaded().is_empty());
+            assert_eq!(rig.committed(TOPIC, 0), 0);
+            rig.warehouse.gate(false);
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            // The run ahead was used, not repeated.
+            assert_eq!(stat(&rig.stats.plugin_runs), 2);
+            assert_eq!(stat(&rig.stats.validated), 150);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_run_ahead_is_run_again_when_a_rebalance_changes_its_batch() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(20));
+    warehouse.gate(true);
+    let (orders, _) = two_batches(&topics);
+    run(
+        config(50, 5_000, "", &misbehave("keep")),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the second batch went through the chain", |r| {
+                r.warehouse.waiting() >= 1 && stat(&r.stats.plugin_runs) == 2
+            })
+            .await;
+            // Its lines' partition goes to another process: the batch the chain ran on is not
+            // the one that loads, so the chain runs again on what is left.
+            rig.topics.revoke(&[(TOPIC, 1)]);
+            rig.warehouse.gate(false);
+            rig.until_committed("the orders are committed", &[(TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(stat(&rig.stats.plugin_runs), 3);
+            // The first batch's 50 changes, then the second's 50 orders.
+            assert_eq!(stat(&rig.stats.validated), 100);
+            assert_eq!(
+                rig.warehouse.rows("ORDER LINES").len(),
+                25,
+                "only the lines of the batch that was loading when the partition left"
+            );
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
+    let plugin = misbehave_wasm();
     let plugins = |mode: &str| {
         format!(
             "[plugins]\non_fault = \"pause\"\nwatch_interval_ms = 100\n\n[[plugins.chain]]\npath = \"{}\"\n\

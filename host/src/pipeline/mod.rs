@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::batch::{remove_indexes, BatchLimits, Batcher, FoldedRow, TableBatch};
 use crate::change::TableId;
-use crate::change::{KafkaPosition, Op};
+use crate::change::{Change, KafkaPosition};
 use crate::config::{Config, FaultPolicy, TableErrorPolicy, TruncateMode};
 use crate::decode::{Decoded, Decoder, SchemaRegistry};
 use crate::dlq::{DeadLetterQueue, DeadLetters};
@@ -35,8 +35,10 @@ use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
 use crate::source::Source;
 
+mod intake;
 mod isolate;
 mod retry;
+use intake::{Admitted, Intake, ReadAhead};
 use isolate::Isolation;
 use retry::{AfterLoad, Backoff, Next};
 
@@ -73,13 +75,26 @@ pub struct Pipeline<Src = KafkaSource, Snk = SinkPool, Dlq = DeadLetters> {
     chain: PluginChain,
     reloader: ChainReloader,
     batcher: Batcher,
-    /// The Kafka messages of the current batch, by the index the batcher gave each change.
+    /// The Kafka messages of the batch being filled, by the index the batcher gave each change.
     in_flight: Vec<OwnedMessage>,
+    /// The Kafka messages of the batch being loaded (the batch filled before, while it loads).
+    loading: Vec<OwnedMessage>,
+    /// Partitions revoked while a batch was loading: its messages of them are no longer this
+    /// process's to dead-letter, hold or commit.
+    gone: Vec<Partition>,
+    /// A message read ahead that needs the run loop; handled before any other.
+    kept: Option<OwnedMessage>,
     blocked: HashMap<TableId, Blocked>,
     /// The chain and the pending changes are on the blocking pool ([`Pipeline::run_plugins`]);
     /// still set after it returned means its run was abandoned half-way, and nothing of the
     /// batch may be loaded or committed.
     plugins_away: bool,
+    /// The plugin chain's outcomes for the pending changes, from a run while the batch before
+    /// loaded; given up if the pending changes change meanwhile.
+    ran_ahead: Option<Vec<Outcome>>,
+    /// The pending changes went through the chain (which may have edited them): before it
+    /// runs on them again, they are decoded again from their messages.
+    pending_edited: bool,
     stats: Arc<Stats>,
 }
 
@@ -166,8 +181,13 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             reloader,
             batcher,
             in_flight: Vec::new(),
+            loading: Vec::new(),
+            gone: Vec::new(),
+            kept: None,
             blocked: HashMap::new(),
             plugins_away: false,
+            ran_ahead: None,
+            pending_edited: false,
             stats: Arc::new(Stats::default()),
         })
     }
@@ -229,43 +249,49 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 .map(|b| b.retry_at)
                 .min();
             let mut worked = true;
-            let step = tokio::select! {
-                biased;
-                _ = shutdown.changed() => break,
-                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() && !self.source.has_open() => {
-                    info!("idle: everything read so far is loaded; exiting as asked");
-                    break;
-                }
-                _ = sleep_until(retry_held.unwrap_or_else(Instant::now)), if retry_held.is_some() => {
-                    self.retry_held(&shutdown).await
-                }
-                _ = sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.flush(&shutdown).await
-                }
-                _ = reload_tick.tick() => {
-                    worked = false;
-                    self.poll_reload();
-                    Step::Done
-                }
-                msg = self.source.recv() => {
-                    match msg {
-                        Ok(m) => {
-                            // A rebalance runs inside the poll: drop what left first.
-                            self.drop_revoked();
-                            self.handle(m, &shutdown).await
-                        }
-                        Err(e) => {
-                            worked = false;
-                            Stats::add(&self.stats.errors, 1);
-                            warn!(error = %e, "Kafka error; retrying");
-                            sleep(Duration::from_millis(500)).await;
-                            Step::Done
+            let step = if let Some(msg) = self.kept.take() {
+                // Read ahead while the last batch loaded: it is in the ledger already.
+                self.handle_read(msg, &shutdown).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.batcher.is_empty() && !self.source.has_open() => {
+                        info!("idle: everything read so far is loaded; exiting as asked");
+                        break;
+                    }
+                    _ = sleep_until(retry_held.unwrap_or_else(Instant::now)), if retry_held.is_some() => {
+                        self.retry_held(&shutdown).await
+                    }
+                    _ = sleep_until(deadline.map(Instant::from_std).unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                        self.flush(&shutdown, true).await
+                    }
+                    _ = reload_tick.tick() => {
+                        worked = false;
+                        self.poll_reload();
+                        Step::Done
+                    }
+                    msg = self.source.recv() => {
+                        match msg {
+                            Ok(m) => {
+                                // A rebalance runs inside the poll: drop what left first.
+                                self.drop_revoked();
+                                self.handle(m, &shutdown).await
+                            }
+                            Err(e) => {
+                                worked = false;
+                                Stats::add(&self.stats.errors, 1);
+                                warn!(error = %e, "Kafka error; retrying");
+                                sleep(Duration::from_millis(500)).await;
+                                Step::Done
+                            }
                         }
                     }
                 }
             };
             let step = match step {
-                Step::Done if self.batcher.is_full() => self.flush(&shutdown).await,
+                // Between two messages: the next batch may be read while this one loads.
+                Step::Done if self.batcher.is_full() => self.flush(&shutdown, true).await,
                 other => other,
             };
             // Idle time counts from the end of the last piece of work: time spent loading is
@@ -296,7 +322,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             );
         } else if !self.batcher.is_empty() {
             let changes = self.batcher.current().changes;
-            match tokio::time::timeout(Duration::from_secs(10), self.flush(&shutdown)).await {
+            match tokio::time::timeout(Duration::from_secs(10), self.flush(&shutdown, false)).await {
                 Ok(Step::Done) => info!(changes, "loaded the last batch"),
                 _ => warn!(
                     changes,
@@ -361,6 +387,12 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
     /// is committed here; their new owner reads them again.
     fn drop_revoked(&mut self) {
         let revoked = self.source.take_revoked();
+        self.drop_partitions(revoked);
+    }
+
+    /// Drops the messages of `revoked` partitions (see [`Pipeline::drop_revoked`]); those of
+    /// the batch loading now are remembered as no longer this process's.
+    fn drop_partitions(&mut self, revoked: Vec<Partition>) {
         if revoked.is_empty() {
             return;
         }
@@ -377,6 +409,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 .batcher
                 .drop_pending(|i| drop.get(i).copied().unwrap_or(false));
             if dropped > 0 {
+                self.ran_ahead = None;
                 remove_indexes(&mut self.in_flight, |i| drop[i]);
                 info!(
                     dropped,
@@ -388,50 +421,42 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             b.held.retain(|m| !gone(m));
             b.paused.retain(|p| !revoked.contains(p));
         }
+        if self.kept.as_ref().is_some_and(gone) {
+            self.kept = None;
+        }
+        if !self.loading.is_empty() {
+            self.gone.extend(revoked);
+        }
     }
 
     /// Handles a message already in the ledger (read now, or held back and tried again).
     async fn handle_read(&mut self, msg: OwnedMessage, shutdown: &Shutdown) -> Step {
-        let pos = KafkaPosition {
-            partition: msg.partition(),
-            offset: msg.offset(),
-        };
         match self.prepare_schemas(&msg, shutdown).await {
             Step::Done => {}
             other => return other,
         }
-        let decoded = self
-            .decoder
-            .decode(msg.topic(), msg.key(), msg.payload(), pos);
-        match decoded {
-            Ok(Decoded::Tombstone) => {
-                Stats::add(&self.stats.tombstones, 1);
-                self.done(&msg);
+        match self.intake().admit(msg) {
+            Admitted::Tombstone => Step::Done,
+            Admitted::Batched(table) => {
+                if let Some(m) = self.in_flight.last() {
+                    self.sinks.note_topic(&table, m.topic());
+                }
                 Step::Done
             }
-            Ok(Decoded::Change(change)) if self.is_held(&change.table) => {
-                self.hold(&change.table, vec![msg]);
+            Admitted::Held(msg, table) => {
+                self.hold(&table, vec![msg]);
                 Step::Done
             }
-            Ok(Decoded::Change(change)) if change.op == Op::Truncate => {
+            Admitted::Truncate(msg, change) => {
                 self.sinks.note_topic(&change.table, msg.topic());
-                match self.flush(shutdown).await {
+                match self.flush(shutdown, false).await {
                     Step::Done => {}
                     other => return other,
                 }
                 self.truncate(&change.table, change.position, msg, shutdown)
                     .await
             }
-            Ok(Decoded::Change(change)) => {
-                Stats::add(&self.stats.decoded, 1);
-                self.sinks.note_topic(&change.table, msg.topic());
-                let bytes = msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len);
-                let index = self.batcher.push(*change, bytes);
-                debug_assert_eq!(index, self.in_flight.len());
-                self.in_flight.push(msg);
-                Step::Done
-            }
-            Err(e) => {
+            Admitted::Undecodable(msg, e) => {
                 let reason = e.to_string();
                 warn!(
                     topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
@@ -518,10 +543,52 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         self.source.commit();
     }
 
-    /// Whether `table`'s records are held back (paused after a table failure).
-    fn is_held(&self, table: &TableId) -> bool {
-        self.cfg.snowflake.on_table_error == TableErrorPolicy::Pause
-            && self.blocked.get(table).is_some_and(|b| !b.retrying)
+    /// The parts a message read goes through into the batch.
+    fn intake(&mut self) -> Intake<'_, Src> {
+        Intake {
+            source: &self.source,
+            decoder: &mut self.decoder,
+            batcher: &mut self.batcher,
+            in_flight: &mut self.in_flight,
+            stats: &self.stats,
+            blocked: &self.blocked,
+            pause: self.cfg.snowflake.on_table_error == TableErrorPolicy::Pause,
+        }
+    }
+
+    /// Changes read ahead while their table got blocked (`on_table_error = "pause"`) join its
+    /// held messages, behind the older ones, instead of loading before them.
+    fn hold_read_ahead(&mut self) {
+        let pause = self.cfg.snowflake.on_table_error == TableErrorPolicy::Pause;
+        let held: Vec<(usize, TableId)> = self
+            .batcher
+            .pending_mut()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| intake::is_held(&self.blocked, pause, &c.table))
+            .map(|(i, c)| (i, c.table.clone()))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let mut by_table: Vec<(TableId, Vec<OwnedMessage>)> = Vec::new();
+        for (i, table) in &held {
+            let Some(msg) = self.in_flight.get(*i).cloned() else {
+                continue;
+            };
+            match by_table.iter_mut().find(|(t, _)| t == table) {
+                Some((_, msgs)) => msgs.push(msg),
+                None => by_table.push((table.clone(), vec![msg])),
+            }
+        }
+        let indexes: HashSet<usize> = held.iter().map(|(i, _)| *i).collect();
+        if self.batcher.drop_pending(|i| indexes.contains(&i)) == indexes.len() {
+            self.ran_ahead = None;
+            remove_indexes(&mut self.in_flight, |i| indexes.contains(&i));
+            for (table, msgs) in by_table {
+                self.hold(&table, msgs);
+            }
+        }
     }
 
     /// Adds messages to a paused table's held ones, pausing their partitions.
@@ -640,13 +707,13 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     other => return other,
                 }
                 if self.batcher.is_full() {
-                    match self.flush(shutdown).await {
+                    match self.flush(shutdown, false).await {
                         Step::Done => {}
                         other => return other,
                     }
                 }
             }
-            match self.flush(shutdown).await {
+            match self.flush(shutdown, false).await {
                 Step::Done => {}
                 other => return other,
             }
@@ -659,9 +726,11 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
     }
 
     /// Loads the current batch, its tables concurrently over the sink's sessions, and commits
-    /// what the ledger then allows. An outage is retried (only the tables not loaded yet); rows Snowflake keeps refusing are
-    /// found and dead-lettered; a table that cannot load is blocked alone.
-    async fn flush(&mut self, shutdown: &Shutdown) -> Step {
+    /// what the ledger then allows. An outage is retried (only the tables not loaded yet); rows
+    /// Snowflake keeps refusing are found and dead-lettered; a table that cannot load is
+    /// blocked alone. With `read_ahead` (called between two messages), the next batch is read
+    /// while the warehouse loads this one.
+    async fn flush(&mut self, shutdown: &Shutdown, read_ahead: bool) -> Step {
         if self.plugins_away {
             // The batch's changes never came back from the plugin chain: marking its messages
             // done would commit what was never loaded.
@@ -680,6 +749,9 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         // Out of the batcher: from here on, a message is committed only once the ledger says
         // it is done, so dropping the batch on shutdown loses nothing.
         let batch = self.batcher.take();
+        // The next batch fills from index 0 while this one loads.
+        self.loading = std::mem::take(&mut self.in_flight);
+        self.gone.clear();
         let mut tables: Vec<&TableId> = batch.tables.keys().collect();
         tables.sort_by_key(|t| (&t.schema, &t.table));
         let mut todo: Vec<&TableId> = tables;
@@ -693,7 +765,11 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             // handled one table at a time.
             let jobs: Vec<(&TableId, &TableBatch)> =
                 todo.iter().map(|t| (*t, &batch.tables[*t])).collect();
-            let results = self.sinks.load_tables(&jobs).await;
+            let results = if read_ahead {
+                self.load_reading_ahead(&jobs, shutdown).await
+            } else {
+                self.sinks.load_tables(&jobs).await
+            };
             for (table, result) in todo.into_iter().zip(results) {
                 let tb = &batch.tables[table];
                 let error = match result {
@@ -749,11 +825,13 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             }
             todo = again;
         }
-        for (i, msg) in std::mem::take(&mut self.in_flight).iter().enumerate() {
+        for (i, msg) in std::mem::take(&mut self.loading).iter().enumerate() {
             if !handled.contains(&i) {
                 self.done(msg);
             }
         }
+        self.gone.clear();
+        self.hold_read_ahead();
         Stats::add(&self.stats.loaded, loaded as u64);
         Stats::add(&self.stats.batches, 1);
         self.stats.statements.store(
@@ -764,8 +842,9 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         Step::Done
     }
 
-    /// The source messages of `rows` (cloned out of the batch), each once; they are recorded
-    /// in `handled` because whoever takes them dead-letters or holds them.
+    /// The source messages of `rows` in the batch loading (cloned out of it), each once; they
+    /// are recorded in `handled` because whoever takes them dead-letters or holds them. Those
+    /// of partitions revoked meanwhile are left out: their new owner reads them again.
     fn messages_of(&self, rows: &[FoldedRow], handled: &mut HashSet<usize>) -> Vec<OwnedMessage> {
         let mut indexes: Vec<usize> = rows
             .iter()
@@ -775,8 +854,77 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         indexes.sort_unstable();
         indexes
             .into_iter()
-            .filter_map(|i| self.in_flight.get(i).cloned())
+            .filter_map(|i| self.loading.get(i))
+            .filter(|m| {
+                !self
+                    .gone
+                    .iter()
+                    .any(|(t, p)| **t == *m.topic() && *p == m.partition())
+            })
+            .cloned()
             .collect()
+    }
+
+    /// One load of the batch's tables while the next batch is read ahead ([`intake`]); the
+    /// reading stops when the load is back.
+    async fn load_reading_ahead(
+        &mut self,
+        jobs: &[(&TableId, &TableBatch)],
+        shutdown: &Shutdown,
+    ) -> Vec<Result<usize, SinkError>> {
+        if self.kept.is_some() {
+            // A message read ahead during an earlier attempt waits for the run loop.
+            return self.sinks.load_tables(jobs).await;
+        }
+        let source = &self.source;
+        let mut ahead = ReadAhead::new(Intake {
+            source,
+            decoder: &mut self.decoder,
+            batcher: &mut self.batcher,
+            in_flight: &mut self.in_flight,
+            stats: &self.stats,
+            blocked: &self.blocked,
+            pause: self.cfg.snowflake.on_table_error == TableErrorPolicy::Pause,
+        });
+        let mut chain_run: Option<ChainRun> = None;
+        let results = {
+            let load = self.sinks.load_tables(jobs);
+            tokio::pin!(load);
+            loop {
+                if chain_run.is_none()
+                    && self.ran_ahead.is_none()
+                    && !self.plugins_away
+                    && !self.chain.is_empty()
+                {
+                    // The next batch is full: it goes through the plugin chain now.
+                    if let Some(pending) = ahead.take_full_batch() {
+                        self.plugins_away = true;
+                        let chain = std::mem::take(&mut self.chain);
+                        chain_run = Some(spawn_chain(chain, pending, self.stats.clone()));
+                    }
+                }
+                let reading = chain_run.is_none() && ahead.reading() && !*shutdown.borrow();
+                tokio::select! {
+                    biased;
+                    results = &mut load => break results,
+                    msg = source.recv(), if reading => ahead.take(msg),
+                }
+            }
+        };
+        let (notes, kept, revoked) = ahead.finish();
+        if let Some(run) = chain_run {
+            match self.chain_back(run.await) {
+                Ok(outcomes) => self.ran_ahead = Some(outcomes),
+                // Still away: the next flush stops floe rather than load unchecked changes.
+                Err(e) => warn!(error = %e, "the plugin chain's run ahead failed"),
+            }
+        }
+        for (table, topic) in notes {
+            self.sinks.note_topic(&table, &topic);
+        }
+        self.kept = kept;
+        self.drop_partitions(revoked);
+        results
     }
 
     /// Swaps in a plugin chain that finished building, or starts building one if the config or
@@ -795,13 +943,25 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
     async fn run_chain(&mut self, shutdown: &Shutdown) -> Step {
         let mut backoff = Backoff::new();
         let outcomes = loop {
-            self.poll_reload();
-            if self.chain.is_empty() {
-                break Vec::new();
-            }
-            let outcomes = match self.run_plugins().await {
-                Ok(outcomes) => outcomes,
-                Err(e) => return Step::Fatal(e),
+            let outcomes = match self.ran_ahead.take() {
+                // Run while the batch before loaded, on these very changes.
+                Some(outcomes) if outcomes.len() == self.batcher.pending_mut().len() => outcomes,
+                _ => {
+                    if self.pending_edited {
+                        if let Err(e) = self.redecode_pending() {
+                            return Step::Fatal(e);
+                        }
+                        self.pending_edited = false;
+                    }
+                    self.poll_reload();
+                    if self.chain.is_empty() {
+                        break Vec::new();
+                    }
+                    match self.run_plugins().await {
+                        Ok(outcomes) => outcomes,
+                        Err(e) => return Step::Fatal(e),
+                    }
+                }
             };
             let fault = outcomes.iter().find_map(|o| match o {
                 Outcome::Fault { plugin, reason } => Some((plugin.clone(), reason.clone())),
@@ -815,12 +975,9 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     if backoff.wait(shutdown).await {
                         return Step::Abandoned;
                     }
-                    // The chain may have edited the changes before faulting: start again from
-                    // the messages.
-                    match self.redecode_pending() {
-                        Ok(()) => continue,
-                        Err(e) => return Step::Fatal(e),
-                    }
+                    // The chain may have edited the changes before faulting: the next round
+                    // starts again from the messages.
+                    continue;
                 }
                 _ => break outcomes,
             }
@@ -854,30 +1011,37 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         }
         self.batcher
             .seal(|i| outcomes.get(i).is_none_or(|o| *o == Outcome::Keep));
+        self.pending_edited = false;
         Step::Done
     }
 
-    /// Runs the pending changes through the chain on a thread of the blocking pool: plugins
-    /// run synchronously (WASI's sync bindings block on Tokio internally, which is only allowed
-    /// outside the async context), and the runtime's workers go on meanwhile. The chain and
-    /// the changes move to that thread and back.
+    /// Runs the pending changes through the chain on a thread of the blocking pool
+    /// ([`spawn_chain`]). The chain and the changes move to that thread and back.
     async fn run_plugins(&mut self) -> Result<Vec<Outcome>, String> {
         if self.plugins_away {
             return Err("internal: an earlier plugin run was abandoned half-way".into());
         }
         self.plugins_away = true;
-        let mut chain = std::mem::take(&mut self.chain);
-        let mut pending = self.batcher.take_pending();
-        let ran = tokio::task::spawn_blocking(move || {
-            let outcomes = chain.run(&mut pending);
-            (chain, pending, outcomes)
-        })
-        .await;
+        let run = spawn_chain(
+            std::mem::take(&mut self.chain),
+            self.batcher.take_pending(),
+            self.stats.clone(),
+        );
+        let ran = run.await;
+        self.chain_back(ran)
+    }
+
+    /// Takes back the chain and the changes from a run on the blocking pool ([`spawn_chain`]).
+    fn chain_back(
+        &mut self,
+        ran: Result<(PluginChain, Vec<Change>, Vec<Outcome>), tokio::task::JoinError>,
+    ) -> Result<Vec<Outcome>, String> {
         match ran {
             Ok((chain, pending, outcomes)) => {
                 self.chain = chain;
                 self.batcher.put_pending(pending);
                 self.plugins_away = false;
+                self.pending_edited = true;
                 Ok(outcomes)
             }
             Err(e) => Err(format!("the plugin chain's thread failed: {e}")),
@@ -903,7 +1067,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                         "schema registry unavailable; waiting (nothing is skipped)");
                     if !flushed {
                         flushed = true;
-                        match self.flush(shutdown).await {
+                        match self.flush(shutdown, false).await {
                             Step::Done => {}
                             other => return other,
                         }
@@ -1032,6 +1196,21 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             }
         }
     }
+}
+
+/// A run of the plugin chain on the blocking pool; it gives back the chain, the changes (edited
+/// by the plugins) and an outcome per change.
+type ChainRun = tokio::task::JoinHandle<(PluginChain, Vec<Change>, Vec<Outcome>)>;
+
+/// Runs `chain` over `pending` on a thread of the blocking pool: plugins run synchronously
+/// (WASI's sync bindings block on Tokio internally, which is only allowed outside the async
+/// context), and the runtime's workers go on meanwhile.
+fn spawn_chain(mut chain: PluginChain, mut pending: Vec<Change>, stats: Arc<Stats>) -> ChainRun {
+    tokio::task::spawn_blocking(move || {
+        let outcomes = chain.run(&mut pending);
+        Stats::add(&stats.plugin_runs, 1);
+        (chain, pending, outcomes)
+    })
 }
 
 /// Message bytes as text for the rejects table: JSON as it is, binary formats (Avro) as
