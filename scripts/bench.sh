@@ -21,7 +21,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-FLOE=target/release/floe
+# FLOE_BENCH_BIN: another floe binary to measure (an older build, to compare in the same session).
+FLOE=${FLOE_BENCH_BIN:-target/release/floe}
 BACKLOG=${FLOE_BENCH_BACKLOG:-100000}
 
 # FLOE_BENCH_E2E_ONLY=1 skips the one-core benchmarks (1-3).

@@ -918,6 +918,79 @@ async fn a_chain_run_ahead_is_run_again_when_a_rebalance_changes_its_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_a_failing_load_leaves_the_revoked_messages_to_their_new_owner() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(100));
+    // The lines' table cannot load: its records would be dead-lettered (the default policy).
+    warehouse.break_table("ORDER LINES", true);
+    warehouse.gate(true);
+    let (orders, _) = two_batches(&topics);
+    run(
+        config(50, 5_000, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch waits and the next is read", |r| {
+                r.warehouse.waiting() >= 1 && r.topics.unread() == 0
+            })
+            .await;
+            // The lines' partition leaves while the first batch loads, and no message follows.
+            rig.topics.revoke(&[(TOPIC, 1)]);
+            rig.warehouse.gate(false);
+            rig.until_committed("the orders are committed", &[(TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert!(
+                rig.dlq.sent().is_empty(),
+                "the revoked partition's messages are its new owner's to load or dead-letter"
+            );
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_retried_after_a_rebalance_leaves_out_the_revoked_rows() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.outage(true);
+    let (orders, _) = two_batches(&topics);
+    run(
+        config(50, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch is retried", |r| {
+                r.warehouse.statements() >= 2
+            })
+            .await;
+            // The lines' partition leaves during the outage: the retries load the orders only
+            // (a late retry could undo what the new owner loaded).
+            rig.topics.revoke(&[(TOPIC, 1)]);
+            let seen = rig.warehouse.statements();
+            rig.until("another attempt after the rebalance", |r| {
+                r.warehouse.statements() >= seen + 2
+            })
+            .await;
+            rig.warehouse.outage(false);
+            rig.until_committed("the orders are committed", &[(TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert!(rig.warehouse.rows("ORDER LINES").is_empty());
+            assert!(rig.dlq.sent().is_empty());
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
     let plugin = misbehave_wasm();
     let plugins = |mode: &str| {

@@ -748,14 +748,13 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         }
         // Out of the batcher: from here on, a message is committed only once the ledger says
         // it is done, so dropping the batch on shutdown loses nothing.
-        let batch = self.batcher.take();
+        let mut batch = self.batcher.take();
         // The next batch fills from index 0 while this one loads.
         self.loading = std::mem::take(&mut self.in_flight);
         self.gone.clear();
-        let mut tables: Vec<&TableId> = batch.tables.keys().collect();
-        tables.sort_by_key(|t| (&t.schema, &t.table));
-        let mut todo: Vec<&TableId> = tables;
-        let mut refusals: HashMap<&TableId, u32> = HashMap::new();
+        let mut todo: Vec<TableId> = batch.tables.keys().cloned().collect();
+        todo.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+        let mut refusals: HashMap<TableId, u32> = HashMap::new();
         let mut handled: HashSet<usize> = HashSet::new();
         let mut loaded = 0usize;
         let mut backoff = Backoff::new();
@@ -764,13 +763,19 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             // Every table's first attempt at once (over the sessions); the failures are then
             // handled one table at a time.
             let jobs: Vec<(&TableId, &TableBatch)> =
-                todo.iter().map(|t| (*t, &batch.tables[*t])).collect();
+                todo.iter().map(|t| (t, &batch.tables[t])).collect();
             let results = if read_ahead {
                 self.load_reading_ahead(&jobs, shutdown).await
             } else {
                 self.sinks.load_tables(&jobs).await
             };
-            for (table, result) in todo.into_iter().zip(results) {
+            if self.plugins_away {
+                return Step::Fatal("the plugin chain's run on the next batch failed".into());
+            }
+            // A rebalance during the load (inside a poll while reading ahead): what left is no
+            // longer this process's to retry, dead-letter, hold or commit.
+            self.drop_revoked();
+            for (table, result) in todo.iter().zip(results) {
                 let tb = &batch.tables[table];
                 let error = match result {
                     Ok(n) => {
@@ -782,7 +787,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     }
                     Err(e) => e,
                 };
-                let refused = refusals.entry(table).or_insert(0);
+                let refused = refusals.entry(table.clone()).or_insert(0);
                 let (error, next) = match retry::after_load(error.class(), refused) {
                     AfterLoad::Isolate => {
                         warn!(error = %error, "Snowflake keeps refusing the rows of a table; looking for the rows it refuses");
@@ -816,9 +821,12 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                         Stats::add(&self.stats.errors, 1);
                         warn!(error = %error, retry_in = ?backoff.delay(), changes = tb.rows.len(),
                             "load failed; nothing committed, retrying");
-                        again.push(table);
+                        again.push(table.clone());
                     }
                 }
+            }
+            if !self.gone.is_empty() {
+                again = self.without_gone(&mut batch, again);
             }
             if !again.is_empty() && backoff.wait(shutdown).await {
                 return Step::Abandoned;
@@ -826,7 +834,9 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             todo = again;
         }
         for (i, msg) in std::mem::take(&mut self.loading).iter().enumerate() {
-            if !handled.contains(&i) {
+            // A message of a partition that left is never marked done here: if the partition
+            // came back meanwhile, its offset is open again for the copy read anew.
+            if !handled.contains(&i) && !self.is_gone(msg) {
                 self.done(msg);
             }
         }
@@ -842,6 +852,34 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         Step::Done
     }
 
+    /// Whether `msg`'s partition was revoked while its batch loaded.
+    fn is_gone(&self, msg: &OwnedMessage) -> bool {
+        self.gone
+            .iter()
+            .any(|(t, p)| **t == *msg.topic() && *p == msg.partition())
+    }
+
+    /// Takes the rows whose every source message is of a partition revoked meanwhile out of the
+    /// tables to load again (`again`): their new owner loads them, and a late retry here could
+    /// undo what it loaded (a hard delete leaves nothing to compare positions with). Tables left
+    /// with no rows are not loaded again.
+    fn without_gone(&self, batch: &mut crate::batch::Batch, again: Vec<TableId>) -> Vec<TableId> {
+        let gone_row = |r: &FoldedRow| {
+            r.sources
+                .iter()
+                .all(|i| self.loading.get(*i).is_some_and(|m| self.is_gone(m)))
+        };
+        again
+            .into_iter()
+            .filter(|t| {
+                batch.tables.get_mut(t).is_some_and(|tb| {
+                    tb.rows.retain(|r| !gone_row(r));
+                    !tb.rows.is_empty()
+                })
+            })
+            .collect()
+    }
+
     /// The source messages of `rows` in the batch loading (cloned out of it), each once; they
     /// are recorded in `handled` because whoever takes them dead-letters or holds them. Those
     /// of partitions revoked meanwhile are left out: their new owner reads them again.
@@ -855,12 +893,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         indexes
             .into_iter()
             .filter_map(|i| self.loading.get(i))
-            .filter(|m| {
-                !self
-                    .gone
-                    .iter()
-                    .any(|(t, p)| **t == *m.topic() && *p == m.partition())
-            })
+            .filter(|m| !self.is_gone(m))
             .cloned()
             .collect()
     }
@@ -931,7 +964,11 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
     /// a plugin file changed (the build runs on a thread of its own: consumption goes on).
     fn poll_reload(&mut self) {
         match self.reloader.poll(&mut self.chain) {
-            Reload::Swapped(_) => Stats::add(&self.stats.plugin_reloads, 1),
+            Reload::Swapped(_) => {
+                Stats::add(&self.stats.plugin_reloads, 1);
+                // Outcomes of the chain swapped out are not this batch's.
+                self.ran_ahead = None;
+            }
             Reload::Refused(_) => Stats::add(&self.stats.plugin_reload_failures, 1),
             Reload::Unchanged => {}
         }
