@@ -368,6 +368,13 @@ impl Batcher {
             || self.bytes >= self.limits.max_bytes
     }
 
+    /// Whether a batch read while the one before loads holds as much as it may for now: half
+    /// of `max_bytes` (or all its records), so that the two batches' messages stay within 1.5
+    /// times `max_bytes`; the rest is read once the load is back.
+    pub fn is_full_ahead(&self) -> bool {
+        self.is_full() || self.bytes >= self.limits.max_bytes / 2
+    }
+
     /// Records the current batch may hold (see [`BatchLimits`]).
     pub fn target(&self) -> usize {
         self.target
@@ -843,9 +850,14 @@ mod tests {
         });
         b.push(change(Op::Create, 1, 1, "a", text("")), 600);
         assert!(!b.is_full());
+        // Read ahead while another batch loads, it stops at half the bytes.
+        assert!(b.is_full_ahead());
         b.push(change(Op::Create, 2, 2, "a", text("")), 600);
         assert!(b.is_full());
         b.take();
         assert!(!b.is_full(), "a new batch starts empty");
+        assert!(!b.is_full_ahead());
+        b.push(change(Op::Create, 3, 3, "a", text("")), 400);
+        assert!(!b.is_full_ahead(), "400 of 1000 bytes is under half");
     }
 }

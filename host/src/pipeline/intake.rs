@@ -140,7 +140,7 @@ impl<'a, Src: Source> ReadAhead<'a, Src> {
         self.kept.is_none()
             && self.revoked.is_empty()
             && !self.failed
-            && !self.intake.batcher.is_full()
+            && !self.intake.batcher.is_full_ahead()
     }
 
     /// Takes one message read ahead in, as far as it can go without waiting.
