@@ -910,6 +910,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             return self.sinks.load_tables(jobs).await;
         }
         let source = &self.source;
+        // Field by field rather than `self.intake()`: the sink stays borrowable for the load.
         let mut ahead = ReadAhead::new(Intake {
             source,
             decoder: &mut self.decoder,
