@@ -991,6 +991,101 @@ async fn a_load_retried_after_a_rebalance_leaves_out_the_revoked_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_outage_commits_nothing_until_the_refused_row_is_sent() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(20));
+    // Statements wait until the dead-letter queue is down.
+    warehouse.gate(true);
+    warehouse.poison("\"line-013-ü\"");
+    let (orders, mut lines) = workload(&topics, 40);
+    lines.0.remove("\"line-013-ü\"");
+    run(
+        config(200, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.dlq.refuse(true);
+            rig.warehouse.gate(false);
+            // The row is isolated, and its dead letter retried while the queue refuses it.
+            rig.until("the dead letter was retried", |r| {
+                stat(&r.stats.errors) >= 4 && !r.warehouse.rows("ORDERS").is_empty()
+            })
+            .await;
+            assert!(rig.dlq.sent().is_empty());
+            assert_eq!(
+                rig.committed(TOPIC, 1),
+                0,
+                "nothing is committed before the refused row is dead-lettered"
+            );
+            assert_eq!(rig.committed(TOPIC, 0), 0, "the batch commits as a whole");
+            rig.dlq.refuse(false);
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
+            let sent = rig.dlq.sent();
+            assert_eq!(sent.len(), 1, "the refused row's message, once");
+            assert_eq!((sent[0].partition, sent[0].stage.as_str()), (1, "load"));
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_offset_commits_lose_nothing_and_a_restart_replays_harmlessly() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(50));
+    topics.refuse_commits(true);
+    let (orders, lines) = workload(&topics, 30);
+    let handle = topics.clone();
+    let wh = warehouse.clone();
+    let (orders_live, lines_live) = (orders.live(), lines.live());
+    run(
+        config(40, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            // Everything loads although no commit goes through.
+            rig.until("everything is loaded", |r| {
+                r.warehouse.rows("ORDERS") == orders_live
+                    && r.warehouse.rows("ORDER LINES") == lines_live
+                    && r.topics.unread() == 0
+            })
+            .await;
+            assert_eq!(rig.committed(TOPIC, 0), 0);
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+        },
+    )
+    .await
+    .expect("a failed commit is not an error");
+    // The process stops with nothing committed; its successor reads everything again and
+    // loads it again (loads are idempotent), then commits.
+    handle.refuse_commits(false);
+    let loads_before = wh.loaded().len();
+    let source = handle.restart();
+    run(
+        config(40, 200, "", ""),
+        None,
+        (source, handle.clone()),
+        (wh.session(), wh.clone()),
+        |rig| async move {
+            rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            assert!(rig.warehouse.loaded().len() > loads_before, "replayed");
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
     let plugin = misbehave_wasm();
     let plugins = |mode: &str| {

@@ -23,6 +23,8 @@ struct State {
     /// The offset committed per partition (the next one to read).
     committed: HashMap<Partition, i64>,
     paused: HashSet<Partition>,
+    /// Commits fail (the broker refuses them) while set.
+    refuse_commits: bool,
 }
 
 #[derive(Default)]
@@ -93,6 +95,12 @@ impl MemoryTopics {
             .committed
             .get(&partition(topic, p))
             .copied()
+    }
+
+    /// Every commit fails (`true`), as when the group coordinator is unreachable, or succeeds
+    /// again.
+    pub fn refuse_commits(&self, refusing: bool) {
+        self.shared.lock().refuse_commits = refusing;
     }
 
     /// Whether the pipeline paused the partition.
@@ -217,6 +225,9 @@ impl Source for MemorySource {
 
     fn commit(&self) -> bool {
         let mut s = self.shared.lock();
+        if s.refuse_commits {
+            return false;
+        }
         let offsets = s.ledger.committable();
         s.ledger.committed(&offsets);
         for (p, offset) in offsets {
