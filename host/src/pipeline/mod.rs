@@ -949,7 +949,8 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         if let Some(run) = chain_run {
             match self.chain_back(run.await) {
                 Ok(outcomes) => self.ran_ahead = Some(outcomes),
-                // Still away: the next flush stops floe rather than load unchecked changes.
+                // Still away: the flush stops floe right after this load rather than load
+                // changes the chain never returned.
                 Err(e) => warn!(error = %e, "the plugin chain's run ahead failed"),
             }
         }
