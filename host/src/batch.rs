@@ -3,13 +3,13 @@
 //! It never talks to Kafka or Snowflake.
 
 use std::collections::HashMap;
-
-/// The batch's maps are looked up once or more per record: a fast hasher, seeded per process.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::change::{Cell, Change, Column, KafkaPosition, Op, Row, SourcePosition, TableId};
+
+/// The batch's maps are looked up once or more per record: a fast hasher, seeded per process.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A change's place in the source log, `(commit, LSN)` (see [`SourcePosition::log_key`]).
 pub type LogKey = (u64, u64);
