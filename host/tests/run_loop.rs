@@ -445,7 +445,7 @@ async fn a_rebalance_in_the_middle_of_a_batch_drops_the_revoked_changes_and_comm
             .await;
             assert!(rig.warehouse.loaded().is_empty(), "the batch is still open");
             // Partition 1 goes to another process.
-            rig.topics.revoke(&[(TOPIC, 1)]);
+            rig.topics.revoke(&[(TOPIC, 1)]).await;
             rig.until_committed("partition 0 is committed", &[(TOPIC, 0)])
                 .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
@@ -603,9 +603,9 @@ async fn a_rebalance_while_a_batch_loads_drops_the_revoked_changes_read_ahead() 
                 r.warehouse.waiting() >= 1 && r.topics.unread() == 0
             })
             .await;
-            // Partition 1 goes to another process while the first batch loads; the next
-            // message read tells the pipeline.
-            rig.topics.revoke(&[(TOPIC, 1)]);
+            // Partition 1 goes to another process while the first batch loads (a revocation
+            // that gave up waiting for the load); the next message read tells the pipeline.
+            rig.topics.revoke_now(&[(TOPIC, 1)]);
             push(
                 &rig.topics,
                 &mut orders,
@@ -895,9 +895,10 @@ async fn a_chain_run_ahead_is_run_again_when_a_rebalance_changes_its_batch() {
                 r.warehouse.waiting() >= 1 && stat(&r.stats.plugin_runs) == 2
             })
             .await;
-            // Its lines' partition goes to another process: the batch the chain ran on is not
-            // the one that loads, so the chain runs again on what is left.
-            rig.topics.revoke(&[(TOPIC, 1)]);
+            // Its lines' partition goes to another process (a revocation that gave up waiting
+            // for the load): the batch the chain ran on is not the one that loads, so the chain
+            // runs again on what is left.
+            rig.topics.revoke_now(&[(TOPIC, 1)]);
             rig.warehouse.gate(false);
             rig.until_committed("the orders are committed", &[(TOPIC, 0)])
                 .await;
@@ -936,8 +937,9 @@ async fn a_rebalance_during_a_failing_load_leaves_the_revoked_messages_to_their_
                 r.warehouse.waiting() >= 1 && r.topics.unread() == 0
             })
             .await;
-            // The lines' partition leaves while the first batch loads, and no message follows.
-            rig.topics.revoke(&[(TOPIC, 1)]);
+            // The lines' partition leaves while the first batch loads (a revocation that gave
+            // up waiting for the load), and no message follows.
+            rig.topics.revoke_now(&[(TOPIC, 1)]);
             rig.warehouse.gate(false);
             rig.until_committed("the orders are committed", &[(TOPIC, 0)])
                 .await;
@@ -969,9 +971,10 @@ async fn a_load_retried_after_a_rebalance_leaves_out_the_revoked_rows() {
                 r.warehouse.statements() >= 2
             })
             .await;
-            // The lines' partition leaves during the outage: the retries load the orders only
-            // (a late retry could undo what the new owner loaded).
-            rig.topics.revoke(&[(TOPIC, 1)]);
+            // The lines' partition leaves during the outage, maybe in the middle of an attempt
+            // (a revocation that gave up waiting for it): the retries load the orders only (a
+            // late retry could undo what the new owner loaded).
+            rig.topics.revoke_now(&[(TOPIC, 1)]);
             let seen = rig.warehouse.statements();
             rig.until("another attempt after the rebalance", |r| {
                 r.warehouse.statements() >= seen + 2
@@ -982,6 +985,97 @@ async fn a_load_retried_after_a_rebalance_leaves_out_the_revoked_rows() {
                 .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert!(rig.warehouse.rows("ORDER LINES").is_empty());
+            assert!(rig.dlq.sent().is_empty());
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_the_load_in_flight_and_commits_what_it_loaded() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(20));
+    warehouse.gate(true);
+    let (orders, lines) = two_batches(&topics);
+    run(
+        config(50, 5_000, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch waits and the next is read", |r| {
+                r.warehouse.waiting() >= 1 && r.topics.unread() == 0
+            })
+            .await;
+            // The lines' partition goes to another process while the first batch (25 orders,
+            // 25 lines) loads: the rebalance waits for that load.
+            let revocation = tokio::spawn({
+                let topics = rig.topics.clone();
+                async move { topics.revoke(&[(TOPIC, 1)]).await }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !revocation.is_finished(),
+                "a revocation completed while a load of its partition was in flight"
+            );
+            assert_eq!(rig.committed(TOPIC, 1), 0);
+            rig.warehouse.gate(false);
+            revocation.await.expect("revocation");
+            // Its last commit covers the lines that load loaded: the new owner starts after
+            // them.
+            assert_eq!(rig.committed(TOPIC, 1), 25);
+            rig.until_committed("the orders are committed", &[(TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            let first: BTreeMap<String, (i32, i64)> = lines.live().into_iter().take(25).collect();
+            assert_eq!(
+                rig.warehouse.rows("ORDER LINES"),
+                first,
+                "the lines read ahead are the new owner's"
+            );
+            assert_eq!(
+                rig.committed(TOPIC, 1),
+                25,
+                "nothing committed after it left"
+            );
+            assert!(rig.dlq.sent().is_empty());
+        },
+    )
+    .await
+    .expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_between_two_attempts_leaves_its_rows_out_of_the_next() {
+    let (source, topics) = memory_source();
+    let (sink, warehouse) = memory_sink();
+    warehouse.latency(Duration::from_millis(5));
+    warehouse.outage(true);
+    let (orders, _) = two_batches(&topics);
+    run(
+        config(50, 200, "", ""),
+        None,
+        (source, topics),
+        (sink, warehouse),
+        |rig| async move {
+            rig.until("the first batch is retried", |r| {
+                r.warehouse.statements() >= 2
+            })
+            .await;
+            // The revocation waits for the attempt in flight, so it lands in the backoff; the
+            // outage ends at once, and the next attempt must not load the lines any more.
+            rig.topics.revoke(&[(TOPIC, 1)]).await;
+            rig.warehouse.outage(false);
+            rig.until_committed("the orders are committed", &[(TOPIC, 0)])
+                .await;
+            assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
+            assert!(
+                rig.warehouse.rows("ORDER LINES").is_empty(),
+                "a retry loaded rows of a partition revoked before it"
+            );
             assert!(rig.dlq.sent().is_empty());
             assert_eq!(rig.committed(TOPIC, 1), 0);
         },

@@ -33,7 +33,7 @@ use crate::sink::snowflake::pool::SinkPool;
 use crate::sink::{Rejected, Sink, SinkError};
 use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
-use crate::source::Source;
+use crate::source::{Loading, Source, SourceError};
 
 mod intake;
 mod isolate;
@@ -278,6 +278,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                                 self.drop_revoked();
                                 self.handle(m, &shutdown).await
                             }
+                            Err(SourceError::Stopped) => Step::Fatal(SourceError::Stopped.to_string()),
                             Err(e) => {
                                 worked = false;
                                 Stats::add(&self.stats.errors, 1);
@@ -486,6 +487,13 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         }
         let mut backoff = Backoff::new();
         loop {
+            let gate = self.source.load_gate().hold().await;
+            self.drop_revoked();
+            if !self.source.owns(&msg) {
+                // Its partition left: the new owner applies it, after anything loaded here.
+                info!(table = %table.table, "source TRUNCATE left to the partition's new owner");
+                return Step::Done;
+            }
             match self.sinks.truncate(table, position).await {
                 Ok(()) => {
                     info!(table = %table.table, "applied a source TRUNCATE");
@@ -502,6 +510,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     Next::Retry => {
                         Stats::add(&self.stats.errors, 1);
                         warn!(error = %e, retry_in = ?backoff.delay(), "TRUNCATE failed; retrying");
+                        drop(gate);
                         if backoff.wait(shutdown).await {
                             return Step::Abandoned;
                         }
@@ -758,7 +767,20 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         let mut handled: HashSet<usize> = HashSet::new();
         let mut loaded = 0usize;
         let mut backoff = Backoff::new();
+        let mut gate: Option<Loading> = None;
         while !todo.is_empty() {
+            // No revocation completes during this attempt (the gate): what left before it is
+            // left out now, since a statement about it could land after its new owner's.
+            // Held on after the last attempt until its messages are marked done, so that a
+            // revocation right after it commits what it loaded.
+            gate = Some(self.source.load_gate().hold().await);
+            self.drop_revoked();
+            if !self.gone.is_empty() {
+                todo = self.without_gone(&mut batch, todo);
+                if todo.is_empty() {
+                    break;
+                }
+            }
             let mut again = Vec::new();
             // Every table's first attempt at once (over the sessions); the failures are then
             // handled one table at a time.
@@ -772,7 +794,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             if self.plugins_away {
                 return Step::Fatal("the plugin chain's run on the next batch failed".into());
             }
-            // A rebalance during the load (inside a poll while reading ahead): what left is no
+            // A revocation that gave up waiting for this load (the gate): what left is no
             // longer this process's to retry, dead-letter, hold or commit.
             self.drop_revoked();
             for (table, result) in todo.iter().zip(results) {
@@ -825,11 +847,15 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     }
                 }
             }
+            // A revocation that gave up waiting for this attempt.
             if !self.gone.is_empty() {
                 again = self.without_gone(&mut batch, again);
             }
-            if !again.is_empty() && backoff.wait(shutdown).await {
-                return Step::Abandoned;
+            if !again.is_empty() {
+                gate = None;
+                if backoff.wait(shutdown).await {
+                    return Step::Abandoned;
+                }
             }
             todo = again;
         }
@@ -840,6 +866,8 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 self.done(msg);
             }
         }
+        self.commit();
+        drop(gate);
         self.gone.clear();
         self.hold_read_ahead();
         Stats::add(&self.stats.loaded, loaded as u64);
@@ -848,7 +876,6 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             self.sinks.statements(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.commit();
         Step::Done
     }
 

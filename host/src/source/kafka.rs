@@ -1,30 +1,41 @@
-//! The Kafka source: a consumer in a consumer group (cooperative-sticky assignment), with
-//! offsets committed only as its [`Ledger`] allows (what is loaded or dead-lettered), and only
-//! for the partitions it owns: a revoked partition gets its last commit inside the rebalance,
-//! before the revocation completes. Consumer lag is read from librdkafka's statistics.
+//! The Kafka source: a consumer in a consumer group (cooperative-sticky assignment), polled on
+//! a thread of its own, with offsets committed only as its [`Ledger`] allows (what is loaded or
+//! dead-lettered), and only for the partitions it owns: a revocation waits for the load in
+//! flight ([`LoadGate`]), then commits the revoked partitions one last time before it
+//! completes. Consumer lag is read from librdkafka's statistics.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::ledger::{Ledger, Partition, Read};
-use super::{Source, SourceError};
+use super::{LoadGate, Source, SourceError};
 use crate::config::KafkaConfig;
+
+/// How long a revocation waits for the load in flight. Well under librdkafka's
+/// `max.poll.interval.ms` (5 minutes by default), past which the group would drop this process.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
+/// Messages polled and not yet taken by the run loop (librdkafka prefetches the rest).
+const POLLED: usize = 256;
 
 /// Receives librdkafka's statistics (the summed consumer lag) and its rebalances (the ledger
 /// learns which partitions this process owns).
 pub struct SourceContext {
     lag: Arc<AtomicI64>,
     ledger: Arc<Mutex<Ledger>>,
+    gate: LoadGate,
 }
 
 impl ClientContext for SourceContext {
@@ -47,9 +58,11 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    /// Runs inside the consumer's poll, before librdkafka applies the rebalance: a revoked
-    /// partition is committed up to what is done and forgotten, so no later commit of this
-    /// process touches it and its new owner starts right after what was loaded here.
+    /// Runs inside the consumer's poll (on the polling thread), before librdkafka applies the
+    /// rebalance. A revocation first waits for the load in flight, so no statement of this
+    /// process about the revoked partitions lands after their new owner started; then they are
+    /// committed up to what is done and forgotten, so no later commit of this process touches
+    /// them and their new owner starts right after what was loaded here.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -59,7 +72,12 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Revoke(tpl) => {
                 let parts = partitions(tpl);
-                info!(partitions = ?names(&parts), "partitions revoked; their messages still in flight are dropped (their new owner reads them again)");
+                // Held until the revocation is done: the next load starts after it.
+                let between_loads = self.gate.wait(REVOKE_WAIT);
+                if between_loads.is_none() {
+                    warn!(partitions = ?names(&parts), waited = ?REVOKE_WAIT, "the run loop is still loading (or dead-lettering what failed to load); revoking anyway (its rows of these partitions are not retried here)");
+                }
+                info!(partitions = ?names(&parts), "partitions revoked; their messages not loaded yet are dropped (their new owner reads them again)");
                 // A partition paused for a blocked table stays paused in librdkafka across an
                 // unassign; resumed here, it is fetched again if it comes back to this process.
                 if let Err(e) = consumer.resume(tpl) {
@@ -113,18 +131,26 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// A message polled, with the assignment of its partition it was fetched under.
+type Polled = Result<(OwnedMessage, u64), KafkaError>;
+
 /// The Kafka consumer and its ledger. The pipeline says when a message is done; the ledger
 /// says what may be committed.
 pub struct KafkaSource {
-    consumer: StreamConsumer<SourceContext>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    polled: tokio::sync::Mutex<mpsc::Receiver<Polled>>,
+    stop: Arc<AtomicBool>,
+    poller: Option<JoinHandle<()>>,
     lag: Arc<AtomicI64>,
     ledger: Arc<Mutex<Ledger>>,
+    gate: LoadGate,
 }
 
 impl KafkaSource {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SourceError> {
         let lag = Arc::new(AtomicI64::new(-1));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let gate = LoadGate::default();
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
@@ -144,32 +170,108 @@ impl KafkaSource {
         for (k, v) in cfg.properties.iter().chain(&cfg.consumer_properties) {
             c.set(k, v);
         }
-        let consumer: StreamConsumer<SourceContext> = c
+        let consumer: BaseConsumer<SourceContext> = c
             .create_with_context(SourceContext {
                 lag: lag.clone(),
                 ledger: ledger.clone(),
+                gate: gate.clone(),
             })
             .map_err(SourceError::Setup)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(SourceError::Setup)?;
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(POLLED);
+        let poller = std::thread::Builder::new()
+            .name("floe-kafka-poll".into())
+            .spawn({
+                let (consumer, ledger, stop) = (consumer.clone(), ledger.clone(), stop.clone());
+                move || poll(&consumer, &ledger, &stop, &tx)
+            })
+            .map_err(|e| SourceError::Setup(KafkaError::ClientCreation(e.to_string())))?;
         Ok(KafkaSource {
             consumer,
+            polled: tokio::sync::Mutex::new(rx),
+            stop,
+            poller: Some(poller),
             lag,
             ledger,
+            gate,
         })
+    }
+}
+
+/// The polling thread: serves librdkafka's callbacks (rebalances, statistics) and hands the
+/// messages to the run loop. Rebalances run here, so one can wait for a load in flight without
+/// stopping it; a full channel stops the polling, as a busy run loop did before.
+fn poll(
+    consumer: &BaseConsumer<SourceContext>,
+    ledger: &Mutex<Ledger>,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<Polled>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let permit = match tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return,
+        };
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                // Read after the poll: a rebalance inside it has run already.
+                let assignment = lock(ledger).assignment(m.topic(), m.partition());
+                permit.send(Ok((m.detach(), assignment)));
+            }
+            Some(Err(e)) => permit.send(Err(e)),
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    /// Stops the polling thread; the consumer then leaves the group as it is dropped (a last
+    /// revocation, which commits what is done).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(poller) = self.poller.take() {
+            if poller.join().is_err() {
+                warn!("the Kafka polling thread panicked");
+            }
+        }
     }
 }
 
 impl Source for KafkaSource {
     async fn recv(&self) -> Result<OwnedMessage, SourceError> {
-        match self.consumer.recv().await {
-            Ok(m) => Ok(m.detach()),
-            Err(e) => Err(SourceError::Receive(e)),
+        let mut polled = self.polled.lock().await;
+        loop {
+            match polled.recv().await {
+                Some(Ok((m, assignment))) => {
+                    // Fetched before its partition was revoked and assigned again: the new
+                    // assignment fetches it again, after the older messages it must follow.
+                    if lock(&self.ledger).assignment(m.topic(), m.partition()) == assignment {
+                        return Ok(m);
+                    }
+                }
+                Some(Err(e)) => return Err(SourceError::Receive(e)),
+                None => return Err(SourceError::Stopped),
+            }
         }
     }
 
     fn read(&self, msg: &OwnedMessage) -> Read {
         lock(&self.ledger).read(msg.topic(), msg.partition(), msg.offset())
+    }
+
+    fn owns(&self, msg: &OwnedMessage) -> bool {
+        lock(&self.ledger).owns(msg.topic(), msg.partition(), msg.offset())
+    }
+
+    fn load_gate(&self) -> LoadGate {
+        self.gate.clone()
     }
 
     fn done(&self, msg: &OwnedMessage) {
@@ -187,7 +289,10 @@ impl Source for KafkaSource {
     /// Commits what the ledger allows, synchronously. A failure is logged and reported: the
     /// data is already loaded, and a replay of it is harmless.
     fn commit(&self) -> bool {
-        let offsets = lock(&self.ledger).committable();
+        // Under the ledger's lock: a revocation (on the polling thread) waits for it, so no
+        // commit goes to a partition revoked after its offsets were chosen.
+        let mut ledger = lock(&self.ledger);
+        let offsets = ledger.committable();
         if offsets.is_empty() {
             return true;
         }
@@ -196,7 +301,7 @@ impl Source for KafkaSource {
             .commit(&offset_list(&offsets), CommitMode::Sync)
         {
             Ok(()) => {
-                lock(&self.ledger).committed(&offsets);
+                ledger.committed(&offsets);
                 true
             }
             Err(e) => {

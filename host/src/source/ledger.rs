@@ -37,6 +37,9 @@ pub struct Ledger {
     revoked: HashSet<Partition>,
     /// Revoked partitions the pipeline has not been told about yet.
     unreported: Vec<Partition>,
+    /// Per partition, how many times it was assigned to this process: a message fetched under
+    /// an earlier assignment (still queued when the partition came back) is stale.
+    assignments: Vec<(Partition, u64)>,
 }
 
 /// What a message read means.
@@ -68,7 +71,28 @@ impl Ledger {
     pub fn assigned(&mut self, partitions: &[Partition]) {
         for p in partitions {
             self.revoked.remove(p);
+            match self.assignments.iter_mut().find(|(q, _)| q == p) {
+                Some((_, n)) => *n += 1,
+                None => self.assignments.push((p.clone(), 1)),
+            }
         }
+    }
+
+    /// Which assignment of the partition is current (0 before the first): a message fetched
+    /// under another one is not to be read.
+    pub fn assignment(&self, topic: &str, partition: i32) -> u64 {
+        self.assignments
+            .iter()
+            .find(|((t, p), _)| &**t == topic && *p == partition)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Whether the message at `offset` is still this process's to handle: read and not done,
+    /// and its partition not revoked since.
+    pub fn owns(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.partitions
+            .iter()
+            .any(|((t, p), l)| &**t == topic && *p == partition && l.open.contains(&offset))
     }
 
     /// Partitions revoked from this process: returns their last commits (up to what is done),
@@ -201,6 +225,31 @@ mod tests {
         l.assigned(std::slice::from_ref(&t0));
         assert_eq!(l.read("t", 0, 2), Read::New);
         assert_eq!(l.committable(), vec![(t0.clone(), 2), (t1.clone(), 9)]);
+    }
+
+    #[test]
+    fn a_message_is_owned_while_open_and_its_partition_not_revoked() {
+        let mut l = Ledger::default();
+        let t0: Partition = (Arc::from("t ü"), 0);
+        assert_eq!(l.assignment("t ü", 0), 0);
+        l.assigned(std::slice::from_ref(&t0));
+        assert_eq!(l.assignment("t ü", 0), 1);
+        assert_eq!(l.assignment("t ü", 1), 0, "another partition");
+        l.read("t ü", 0, 5);
+        l.read("t ü", 0, 6);
+        l.done("t ü", 0, 6);
+        assert!(l.owns("t ü", 0, 5));
+        assert!(!l.owns("t ü", 0, 6), "done");
+        assert!(!l.owns("t ü", 1, 5), "another partition");
+        l.revoke(std::slice::from_ref(&t0));
+        assert!(!l.owns("t ü", 0, 5), "revoked");
+        // Back again: a message fetched before is of an older assignment, and not owned until
+        // it is read anew.
+        l.assigned(std::slice::from_ref(&t0));
+        assert_eq!(l.assignment("t ü", 0), 2);
+        assert!(!l.owns("t ü", 0, 5));
+        assert_eq!(l.read("t ü", 0, 5), Read::New);
+        assert!(l.owns("t ü", 0, 5));
     }
 
     #[test]

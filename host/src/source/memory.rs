@@ -11,7 +11,7 @@ use rdkafka::Timestamp;
 use tokio::sync::Notify;
 
 use super::ledger::{Ledger, Partition, Read};
-use super::{Source, SourceError};
+use super::{LoadGate, Source, SourceError};
 
 #[derive(Default)]
 struct State {
@@ -32,6 +32,7 @@ struct Shared {
     state: Mutex<State>,
     ready: Notify,
     lag: Arc<AtomicI64>,
+    gate: LoadGate,
 }
 
 impl Shared {
@@ -141,9 +142,17 @@ impl MemoryTopics {
         }
     }
 
-    /// A rebalance takes these partitions away, as Kafka's does: what is done is committed one
-    /// last time, and their unread messages go to their new owner.
-    pub fn revoke(&self, partitions: &[(&str, i32)]) {
+    /// A rebalance takes these partitions away, as Kafka's does: it waits for the load in
+    /// flight, what is done is then committed one last time, and their unread messages go to
+    /// their new owner.
+    pub async fn revoke(&self, partitions: &[(&str, i32)]) {
+        let _between_loads = self.shared.gate.wait_async().await;
+        self.revoke_now(partitions);
+    }
+
+    /// A revocation that does not wait for the load in flight, as Kafka's once it waited
+    /// longer than its limit (see [`crate::source::kafka`]).
+    pub fn revoke_now(&self, partitions: &[(&str, i32)]) {
         let parts: Vec<Partition> = partitions.iter().map(|(t, p)| partition(t, *p)).collect();
         let mut s = self.shared.lock();
         for (p, offset) in s.ledger.revoke(&parts) {
@@ -206,6 +215,17 @@ impl Source for MemorySource {
             .lock()
             .ledger
             .read(msg.topic(), msg.partition(), msg.offset())
+    }
+
+    fn owns(&self, msg: &OwnedMessage) -> bool {
+        self.shared
+            .lock()
+            .ledger
+            .owns(msg.topic(), msg.partition(), msg.offset())
+    }
+
+    fn load_gate(&self) -> LoadGate {
+        self.shared.gate.clone()
     }
 
     fn done(&self, msg: &OwnedMessage) {
