@@ -3,7 +3,8 @@
 //! A record flows through the modules in one direction:
 //! [`source`] (Kafka) → [`decode`] → [`plugin`] chain (Wasm) → [`batch`] → [`sink`] (Snowflake
 //! MERGE) → offsets committed, with [`dlq`] for what cannot be decoded or is rejected and
-//! [`metrics`] counting along the way.
+//! [`metrics`] counting along the way ([`endpoints`] serves them, and [`health`] says whether
+//! floe is ready).
 //! [`pipeline`] wires them together; [`config`] and [`generate`] serve the command line.
 
 /// Every binary built on floe (the service, its tests and benchmarks) uses mimalloc: records
@@ -17,7 +18,9 @@ pub mod change;
 pub mod config;
 pub mod decode;
 pub mod dlq;
+pub mod endpoints;
 pub mod generate;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

@@ -3,12 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{info, warn};
+use std::sync::Mutex;
 
 /// Counters shared by the pipeline and the stats reporter.
 #[derive(Debug, Default)]
@@ -48,6 +43,8 @@ pub struct Stats {
     pub blocked: Mutex<BTreeMap<String, String>>,
     /// Counters of each target table.
     pub tables: Mutex<BTreeMap<String, TableCounters>>,
+    /// What `/readyz` reads besides the blocked tables.
+    pub health: crate::health::Health,
 }
 
 /// What happened to one target table's records.
@@ -266,111 +263,12 @@ impl Stats {
     }
 }
 
-/// How long a metrics client may take to send its request, and to take the answer: a client
-/// that connects and says nothing must not hold a task (and a socket) forever.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest request head read; Prometheus sends a few hundred bytes.
-const MAX_REQUEST_BYTES: usize = 8 * 1024;
-
 /// A Prometheus label value: backslashes, quotes and newlines escaped.
 fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// Serves `GET /metrics` on `addr` until the task is aborted. Any other path gets a 404. A
-/// deliberately small HTTP/1.1 server: one request per connection, the request head read within
-/// [`IO_TIMEOUT`] and up to [`MAX_REQUEST_BYTES`], the body ignored.
-pub async fn serve_prometheus(
-    addr: &str,
-    stats: Arc<Stats>,
-    lag: Arc<AtomicI64>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
-    info!(addr, "Prometheus metrics at /metrics");
-    Ok(tokio::spawn(serve(listener, stats, lag, IO_TIMEOUT)))
-}
-
-async fn serve(listener: TcpListener, stats: Arc<Stats>, lag: Arc<AtomicI64>, timeout: Duration) {
-    loop {
-        let (sock, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "metrics endpoint accept failed");
-                // Out of file descriptors, typically: give connections time to close rather
-                // than spin on the error.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let stats = stats.clone();
-        let lag = lag.clone();
-        tokio::spawn(answer(sock, stats, lag, timeout));
-    }
-}
-
-/// Reads one request head and answers it; gives up (closing the connection) when the client
-/// is slower than `timeout` at either.
-async fn answer(mut sock: TcpStream, stats: Arc<Stats>, lag: Arc<AtomicI64>, timeout: Duration) {
-    let Ok(head) = tokio::time::timeout(timeout, read_head(&mut sock)).await else {
-        return;
-    };
-    let (status, body) = match head {
-        Head::Complete(request) if is_metrics_request(&request) => {
-            ("200 OK", stats.prometheus(&lag))
-        }
-        Head::Complete(_) => ("404 Not Found", "not found\n".to_string()),
-        Head::TooLarge => (
-            "431 Request Header Fields Too Large",
-            "request too large\n".to_string(),
-        ),
-        Head::Closed => return,
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(timeout, sock.write_all(response.as_bytes())).await;
-}
-
-/// What the client sent before the blank line that ends an HTTP request head.
-enum Head {
-    Complete(Vec<u8>),
-    /// More than [`MAX_REQUEST_BYTES`] without the end of the head.
-    TooLarge,
-    /// The connection closed (or failed) first.
-    Closed,
-}
-
-async fn read_head(sock: &mut TcpStream) -> Head {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Head::Closed,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Head::Complete(buf);
-        }
-        if buf.len() > MAX_REQUEST_BYTES {
-            return Head::TooLarge;
-        }
-    }
-}
-
-/// `GET /metrics` (a query string allowed), nothing else.
-fn is_metrics_request(request: &[u8]) -> bool {
-    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    method == b"GET" && path == b"/metrics"
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes.
@@ -431,91 +329,6 @@ mod tests {
             .prometheus(&AtomicI64::new(0))
             .contains("floe_table_blocked"));
         assert!(s.line(&AtomicI64::new(0)).ends_with(" lag=0"));
-    }
-
-    #[tokio::test]
-    async fn prometheus_endpoint_answers() {
-        let stats = Arc::new(Stats::default());
-        Stats::add(&stats.consumed, 3);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        drop(listener);
-        let server = serve_prometheus(&addr, stats, Arc::new(AtomicI64::new(-1)))
-            .await
-            .unwrap();
-        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        sock.read_to_string(&mut body).await.unwrap();
-        server.abort();
-        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-        assert!(body.contains("floe_messages_consumed_total 3"), "{body}");
-        assert!(
-            !body.contains("floe_consumer_lag "),
-            "unknown lag is left out"
-        );
-    }
-
-    /// A server with a short timeout, its address, and its task.
-    async fn short_timeout_server(timeout: Duration) -> (String, tokio::task::JoinHandle<()>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let stats = Arc::new(Stats::default());
-        Stats::add(&stats.loaded, 5);
-        let server = tokio::spawn(serve(
-            listener,
-            stats,
-            Arc::new(AtomicI64::new(-1)),
-            timeout,
-        ));
-        (addr, server)
-    }
-
-    #[tokio::test]
-    async fn a_silent_client_is_dropped_and_others_are_served() {
-        let timeout = Duration::from_millis(300);
-        let (addr, server) = short_timeout_server(timeout).await;
-        let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        // While a client sits silent, a normal scrape (sent in two pieces) is answered.
-        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        sock.write_all(b"GET /metrics?x=1 HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        sock.write_all(b"Host: x\r\n\r\n").await.unwrap();
-        let mut body = String::new();
-        sock.read_to_string(&mut body).await.unwrap();
-        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-        assert!(body.contains("floe_rows_loaded_total 5\n"), "{body}");
-        // The silent client's connection is closed once the timeout passes, with no answer.
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(timeout * 10, silent.read_to_end(&mut rest)).await;
-        assert!(closed.is_ok(), "the silent connection was kept open");
-        assert!(rest.is_empty(), "{rest:?}");
-        server.abort();
-    }
-
-    #[tokio::test]
-    async fn an_endless_request_head_is_refused() {
-        let (addr, server) = short_timeout_server(Duration::from_secs(5)).await;
-        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let mut request = b"GET /metrics HTTP/1.1\r\n".to_vec();
-        request.extend(std::iter::repeat_n(b'x', MAX_REQUEST_BYTES + 10));
-        sock.write_all(&request).await.unwrap();
-        let mut body = Vec::new();
-        sock.read_to_end(&mut body).await.unwrap();
-        let body = String::from_utf8_lossy(&body);
-        assert!(body.starts_with("HTTP/1.1 431"), "{body}");
-        // Another path than /metrics, and a prefix of it, are not the metrics.
-        for request in [
-            "GET /metricsx HTTP/1.1",
-            "POST /metrics HTTP/1.1",
-            "GET / HTTP/1.1",
-        ] {
-            assert!(!is_metrics_request(request.as_bytes()), "{request}");
-        }
-        server.abort();
     }
 
     #[test]

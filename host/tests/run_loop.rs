@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -284,12 +284,19 @@ async fn an_outage_commits_nothing_and_everything_loads_once_it_ends() {
             );
             assert_eq!(rig.committed(TOPIC, 1), 0);
             assert!(stat(&rig.stats.errors) >= 2);
+            let kafka_up = AtomicBool::new(true);
+            let why = floe::health::not_ready(&rig.stats, &kafka_up);
+            assert!(
+                why.len() == 1 && why[0].starts_with("snowflake: "),
+                "/readyz names the outage: {why:?}"
+            );
             rig.warehouse.outage(false);
             rig.until_committed("everything is committed", &[(TOPIC, 0), (TOPIC, 1)])
                 .await;
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
             assert!(rig.dlq.sent().is_empty(), "an outage dead-letters nothing");
+            assert!(floe::health::not_ready(&rig.stats, &kafka_up).is_empty());
         },
     )
     .await
@@ -1230,6 +1237,12 @@ async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
                 rig.dlq.sent().is_empty(),
                 "on_fault = pause dead-letters nothing"
             );
+            let kafka_up = AtomicBool::new(true);
+            assert_eq!(
+                floe::health::not_ready(&rig.stats, &kafka_up),
+                vec!["plugins: paused on a plugin fault"],
+                "/readyz names the pause"
+            );
             // The chain is fixed (hot swap): the paused batch goes through whole. The reloader
             // looks at modification times: the rewrite must not share the first write's.
             tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -1239,6 +1252,7 @@ async fn a_plugin_fault_pauses_the_pipeline_until_the_chain_is_fixed() {
             assert!(stat(&rig.stats.plugin_reloads) >= 1);
             assert_eq!(rig.warehouse.rows("ORDERS"), orders.live());
             assert_eq!(rig.warehouse.rows("ORDER LINES"), lines.live());
+            assert!(floe::health::not_ready(&rig.stats, &kafka_up).is_empty());
         },
     )
     .await

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -69,19 +70,51 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
+def probe(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of GET `path` on floe's HTTP listener."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for_probe(port: int, path: str, status: int, timeout: float) -> str:
+    """Waits until GET `path` answers `status`; returns its body."""
+    deadline = time.time() + timeout
+    seen = None
+    while time.time() < deadline:
+        try:
+            seen = probe(port, path)
+        except urllib.error.URLError as e:  # not listening yet
+            seen = (None, str(e))
+        if seen[0] == status:
+            return seen[1]
+        time.sleep(0.5)
+    raise AssertionError(f"{path} never answered {status} in {timeout} s; last: {seen}")
+
+
 def test_warehouse_outage_loses_nothing(pg, warehouse):
     env, wh_port, slow = warehouse
     run = Run("outage")
     port = free_port()
     floe = Floe(run, FLOE__STATS__PROMETHEUS_LISTEN=f"127.0.0.1:{port}", **env)
     load = in_background(generate, "load", "--ops", "3000", "--rate", "100", seed=31)
-    time.sleep(3)
+    # Ready once a broker is up (librdkafka's statistics, every 2 s) and Snowflake answered.
+    assert wait_for_probe(port, "/readyz", 200, timeout=20) == "ready\n"
+    time.sleep(1)
     if slow:
         slow.halt()
     else:
         stack("stop", "fakesnow")
+    halted = time.time()
     try:
-        time.sleep(22)
+        # Not ready while Snowflake is out, and saying why; alive all along.
+        body = wait_for_probe(port, "/readyz", 503, timeout=20)
+        assert body.startswith("not ready\nsnowflake: "), body
+        assert "kafka" not in body, body
+        assert probe(port, "/healthz") == (200, "ok\n")
+        time.sleep(max(0.0, halted + 22 - time.time()))
     finally:
         if slow:
             slow.start()
@@ -90,6 +123,7 @@ def test_warehouse_outage_loses_nothing(pg, warehouse):
     load.join()
     # The same floe process catches up by itself once the warehouse is back.
     problems = wait_for_parity(pg, run.table, "soft", timeout=180, port=wh_port)
+    assert wait_for_probe(port, "/readyz", 200, timeout=30) == "ready\n"
     # The outage shows in the Prometheus counters too.
     assert metric(port, "floe_errors_total") > 0
     assert metric(port, "floe_rows_loaded_total") > 0

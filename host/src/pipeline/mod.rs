@@ -30,7 +30,7 @@ use crate::metrics::Stats;
 use crate::plugin::reload::{ChainReloader, Reload};
 use crate::plugin::{Outcome, PluginChain, PluginEngine};
 use crate::sink::snowflake::pool::SinkPool;
-use crate::sink::{Rejected, Sink, SinkError};
+use crate::sink::{ErrorClass, Rejected, Sink, SinkError};
 use crate::source::kafka::KafkaSource;
 use crate::source::ledger::{Partition, Read};
 use crate::source::{Loading, Source, SourceError};
@@ -44,6 +44,10 @@ use retry::{AfterLoad, Backoff, Next};
 
 /// How often the run loop looks for a changed plugin config or a finished chain build.
 const RELOAD_TICK: Duration = Duration::from_millis(250);
+
+/// How often an idle run loop pings Snowflake while the last attempt to reach it failed, and
+/// how long it waits for the answer.
+const PING_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether the pipeline was asked to stop.
 pub type Shutdown = watch::Receiver<bool>;
@@ -212,16 +216,20 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         let hangup = self.spawn_hangup_listener()?;
         let prometheus = match &self.cfg.stats.prometheus_listen {
             Some(addr) => Some(
-                crate::metrics::serve_prometheus(
+                crate::endpoints::serve(
                     addr,
                     self.stats.clone(),
                     self.source.lag_handle(),
+                    self.source.reachable_handle(),
                 )
                 .await
                 .with_context(|| format!("serving metrics on {addr}"))?,
             ),
             None => None,
         };
+        // For /readyz: whether Snowflake answers before anything is loaded.
+        self.ping_warehouse().await;
+        let mut last_ping = Instant::now();
         info!(
             topics = ?self.cfg.kafka.topics,
             group = %self.cfg.kafka.group_id,
@@ -269,6 +277,15 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     _ = reload_tick.tick() => {
                         worked = false;
                         self.poll_reload();
+                        // Loads retry while Snowflake is out; with nothing to load, a ping
+                        // tells /readyz when it is back.
+                        if !self.stats.health.is_snowflake_up()
+                            && self.batcher.is_empty()
+                            && last_ping.elapsed() >= PING_EVERY
+                        {
+                            self.ping_warehouse().await;
+                            last_ping = Instant::now();
+                        }
                         Step::Done
                     }
                     msg = self.source.recv() => {
@@ -494,7 +511,9 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 info!(table = %table.table, "source TRUNCATE left to the partition's new owner");
                 return Step::Done;
             }
-            match self.sinks.truncate(table, position).await {
+            let result = self.sinks.truncate(table, position).await;
+            self.note_warehouse(&result);
+            match result {
                 Ok(()) => {
                     info!(table = %table.table, "applied a source TRUNCATE");
                     self.unblock(table);
@@ -797,6 +816,9 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             // A revocation that gave up waiting for this load (the gate): what left is no
             // longer this process's to retry, dead-letter, hold or commit.
             self.drop_revoked();
+            for result in &results {
+                self.note_warehouse(result);
+            }
             for (table, result) in todo.iter().zip(results) {
                 let tb = &batch.tables[table];
                 let error = match result {
@@ -877,6 +899,33 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             std::sync::atomic::Ordering::Relaxed,
         );
         Step::Done
+    }
+
+    /// Notes for `/readyz` whether Snowflake answered: any answer counts (a refusal too), a
+    /// transient failure (the network, an outage, a timeout) does not.
+    fn note_warehouse<T>(&self, result: &Result<T, SinkError>) {
+        match result {
+            Err(e) if e.class() == ErrorClass::Transient => {
+                self.stats.health.snowflake_down(&e.to_string())
+            }
+            _ => self.stats.health.snowflake_up(),
+        }
+    }
+
+    /// Pings Snowflake for `/readyz`, waiting at most [`PING_EVERY`].
+    async fn ping_warehouse(&mut self) {
+        match tokio::time::timeout(PING_EVERY, self.sinks.ping()).await {
+            Ok(result) => {
+                if let Err(e) = &result {
+                    warn!(error = %e, "Snowflake does not answer yet");
+                }
+                self.note_warehouse(&result);
+            }
+            Err(_) => self
+                .stats
+                .health
+                .snowflake_down(&format!("no answer within {PING_EVERY:?}")),
+        }
     }
 
     /// Whether `msg`'s partition was revoked while its batch loaded.
@@ -1036,6 +1085,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             match (fault, self.reloader.current().on_fault) {
                 (Some((plugin, reason)), FaultPolicy::Pause) => {
                     Stats::add(&self.stats.errors, 1);
+                    self.stats.health.chain_paused(true);
                     warn!(plugin = %plugin, reason = %reason, retry_in = ?backoff.delay(),
                         "plugin fault; pipeline paused (plugins.on_fault = \"pause\"), nothing committed");
                     if backoff.wait(shutdown).await {
@@ -1045,7 +1095,10 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     // starts again from the messages.
                     continue;
                 }
-                _ => break outcomes,
+                _ => {
+                    self.stats.health.chain_paused(false);
+                    break outcomes;
+                }
             }
         };
         let mut refused: Vec<(usize, String, String)> = Vec::new();

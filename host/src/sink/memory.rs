@@ -247,6 +247,16 @@ impl Sink for MemorySink {
         lock(&self.state).statements
     }
 
+    /// Not a statement the tests count: it fails during an outage, and that is all.
+    async fn ping(&mut self) -> Result<(), SinkError> {
+        if lock(&self.state).outage {
+            return Err(SinkError::Unavailable(
+                "the warehouse is down (on purpose)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn load_tables(
         &mut self,
         jobs: &[(&TableId, &TableBatch)],

@@ -40,6 +40,8 @@ pub trait Sink: Send {
     fn table_name(&self, table: &TableId) -> String;
     /// Statements sent to the warehouse so far.
     fn statements(&self) -> u64;
+    /// Reaches the warehouse (for `/readyz`): a session, and a trivial statement.
+    fn ping(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Loads each table's rows once, as concurrently as the sink allows; a result per job,
     /// in the order of `jobs` (the rows loaded, or why not).
     fn load_tables(

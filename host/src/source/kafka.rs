@@ -34,6 +34,8 @@ const POLLED: usize = 256;
 /// learns which partitions this process owns).
 pub struct SourceContext {
     lag: Arc<AtomicI64>,
+    /// A broker is up (librdkafka's statistics).
+    reachable: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
     gate: LoadGate,
 }
@@ -54,6 +56,8 @@ impl ClientContext for SourceContext {
             })
             .sum();
         self.lag.store(lag, Ordering::Relaxed);
+        let up = statistics.brokers.values().any(|b| b.state == "UP");
+        self.reachable.store(up, Ordering::Relaxed);
     }
 }
 
@@ -142,6 +146,7 @@ pub struct KafkaSource {
     stop: Arc<AtomicBool>,
     poller: Option<JoinHandle<()>>,
     lag: Arc<AtomicI64>,
+    reachable: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
     gate: LoadGate,
 }
@@ -149,6 +154,7 @@ pub struct KafkaSource {
 impl KafkaSource {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, SourceError> {
         let lag = Arc::new(AtomicI64::new(-1));
+        let reachable = Arc::new(AtomicBool::new(false));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let gate = LoadGate::default();
         let mut c = ClientConfig::new();
@@ -173,6 +179,7 @@ impl KafkaSource {
         let consumer: BaseConsumer<SourceContext> = c
             .create_with_context(SourceContext {
                 lag: lag.clone(),
+                reachable: reachable.clone(),
                 ledger: ledger.clone(),
                 gate: gate.clone(),
             })
@@ -195,6 +202,7 @@ impl KafkaSource {
             stop,
             poller: Some(poller),
             lag,
+            reachable,
             ledger,
             gate,
         })
@@ -358,5 +366,10 @@ impl Source for KafkaSource {
     /// Summed consumer lag (messages behind the committed offsets); -1 until known.
     fn lag_handle(&self) -> Arc<AtomicI64> {
         self.lag.clone()
+    }
+
+    /// A broker was up in librdkafka's last statistics (every 2 s).
+    fn reachable_handle(&self) -> Arc<AtomicBool> {
+        self.reachable.clone()
     }
 }

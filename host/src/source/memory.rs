@@ -3,7 +3,7 @@
 //! keeps a real [`Ledger`], and records what it commits.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::message::{Message, OwnedMessage};
@@ -283,5 +283,10 @@ impl Source for MemorySource {
 
     fn lag_handle(&self) -> Arc<AtomicI64> {
         self.shared.lag.clone()
+    }
+
+    /// Always reachable.
+    fn reachable_handle(&self) -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(true))
     }
 }

@@ -8,7 +8,7 @@ pub mod ledger;
 pub mod memory;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,6 +135,8 @@ pub trait Source: Send + Sync {
     fn pause(&self, partitions: &[Partition], pause: bool);
     /// Summed consumer lag (messages behind the committed offsets); -1 until known.
     fn lag_handle(&self) -> Arc<AtomicI64>;
+    /// Whether a broker is reachable now (for `/readyz`).
+    fn reachable_handle(&self) -> Arc<AtomicBool>;
 }
 
 #[cfg(test)]

@@ -442,6 +442,11 @@ impl SnowflakeSink {
         Ok(())
     }
 
+    /// Opens the session if there is none and runs `SELECT 1` in it.
+    pub async fn ping(&mut self) -> Result<(), SinkError> {
+        self.client.execute("SELECT 1").await
+    }
+
     /// Makes `table` the owner of its target name (see `claim`), as the table's failure. The
     /// pool claims a batch's tables one at a time before their loads run concurrently: two
     /// sources colliding on one name must never claim it at once.

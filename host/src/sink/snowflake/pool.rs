@@ -132,6 +132,11 @@ impl Sink for SinkPool {
         self.sink(table).probe(table, tb).await
     }
 
+    /// One session answers: the others share its account, network and credentials.
+    async fn ping(&mut self) -> Result<(), SinkError> {
+        self.sinks[0].ping().await
+    }
+
     async fn truncate(
         &mut self,
         table: &TableId,
