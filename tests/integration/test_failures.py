@@ -99,37 +99,41 @@ def test_warehouse_outage_loses_nothing(pg, warehouse):
     run = Run("outage")
     port = free_port()
     floe = Floe(run, FLOE__STATS__PROMETHEUS_LISTEN=f"127.0.0.1:{port}", **env)
-    load = in_background(generate, "load", "--ops", "3000", "--rate", "100", seed=31)
-    # Ready once a broker is up (librdkafka's statistics, every 2 s) and Snowflake answered.
-    assert wait_for_probe(port, "/readyz", 200, timeout=20) == "ready\n"
-    time.sleep(1)
-    if slow:
-        slow.halt()
-    else:
-        stack("stop", "fakesnow")
-    halted = time.time()
     try:
-        # Not ready while Snowflake is out, and saying why; alive all along.
-        body = wait_for_probe(port, "/readyz", 503, timeout=20)
-        assert body.startswith("not ready\nsnowflake: "), body
-        assert "kafka" not in body, body
-        assert probe(port, "/healthz") == (200, "ok\n")
-        time.sleep(max(0.0, halted + 22 - time.time()))
-    finally:
+        load = in_background(generate, "load", "--ops", "3000", "--rate", "100", seed=31)
+        # Ready once a broker is up (librdkafka's statistics, every 2 s) and Snowflake answered.
+        assert wait_for_probe(port, "/readyz", 200, timeout=20) == "ready\n"
+        time.sleep(1)
         if slow:
-            slow.start()
+            slow.halt()
         else:
-            stack("start", "fakesnow")
-    load.join()
-    # The same floe process catches up by itself once the warehouse is back.
-    problems = wait_for_parity(pg, run.table, "soft", timeout=180, port=wh_port)
-    assert wait_for_probe(port, "/readyz", 200, timeout=30) == "ready\n"
-    # The outage shows in the Prometheus counters too.
-    assert metric(port, "floe_errors_total") > 0
-    assert metric(port, "floe_rows_loaded_total") > 0
-    assert floe.stop() == 0
-    assert not problems, "\n".join(problems)
-    assert "load failed; nothing committed, retrying" in floe.output(), "the outage was not noticed"
+            stack("stop", "fakesnow")
+        halted = time.time()
+        try:
+            # Not ready while Snowflake is out, and saying why; alive all along.
+            body = wait_for_probe(port, "/readyz", 503, timeout=20)
+            assert body.startswith("not ready\nsnowflake: "), body
+            assert "kafka" not in body, body
+            assert probe(port, "/healthz") == (200, "ok\n")
+            time.sleep(max(0.0, halted + 22 - time.time()))
+        finally:
+            if slow:
+                slow.start()
+            else:
+                stack("start", "fakesnow")
+        load.join()
+        # The same floe process catches up by itself once the warehouse is back.
+        problems = wait_for_parity(pg, run.table, "soft", timeout=180, port=wh_port)
+        assert wait_for_probe(port, "/readyz", 200, timeout=30) == "ready\n"
+        # The outage shows in the Prometheus counters too.
+        assert metric(port, "floe_errors_total") > 0
+        assert metric(port, "floe_rows_loaded_total") > 0
+        assert floe.stop() == 0
+        assert not problems, "\n".join(problems)
+        assert "load failed; nothing committed, retrying" in floe.output(), "the outage was not noticed"
+    finally:
+        if floe.proc.poll() is None:
+            floe.kill9()  # never leave a floe running behind a failed test
 
 
 POISON = [
@@ -176,3 +180,42 @@ def test_poison_messages_go_to_the_dead_letter_topic(pg, warehouse):
         assert headers["floe.reason"], headers
         assert int(headers["floe.source.offset"]) >= 0
         assert json.loads(m.key())["transaction_id"] <= 0
+
+
+def test_a_process_stuck_in_an_outage_still_hands_partitions_over(pg):
+    """A process that cannot load (the warehouse is out) stops taking messages; its Kafka
+    consumer still serves rebalances, so a process that joins gets partitions during the
+    outage, and both end with parity once it is over (300 ms per statement)."""
+    slow = SlowWarehouse(latency_ms=300)
+    floes = []
+    try:
+        slow.schema("PUBLIC")
+        run = Run("handover")
+        generate("load", "--ops", "3000", "--rate", "1000", seed=41)
+        slow.halt()
+        first = Floe(run, **slow.env)
+        floes.append(first)
+        deadline = time.time() + 60
+        while "fetching paused" not in first.output():
+            assert time.time() < deadline, "the stuck process never paused fetching:\n" + first.output()[-3000:]
+            assert first.proc.poll() is None, first.output()[-3000:]
+            time.sleep(0.5)
+        second = Floe(run, member=2, **slow.env)
+        floes.append(second)
+        deadline = time.time() + 60
+        while "partitions revoked" not in first.output():
+            assert time.time() < deadline, (
+                "the stuck process never handed partitions over:\n" + first.output()[-3000:]
+            )
+            time.sleep(0.5)
+        slow.start()
+        problems = wait_for_parity(pg, run.table, "soft", timeout=180, port=slow.port)
+        assert not problems, "\n".join(problems)
+        for floe in floes:
+            assert floe.stop() == 0, floe.output()[-3000:]
+        assert "revoking anyway" not in first.output(), "the revocation should find a moment between two attempts"
+    finally:
+        for floe in floes:
+            if floe.proc.poll() is None:
+                floe.kill9()
+        slow.stop()

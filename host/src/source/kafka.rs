@@ -4,10 +4,11 @@
 //! flight ([`LoadGate`]), then commits the revoked partitions one last time before it
 //! completes. Consumer lag is read from librdkafka's statistics.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -30,9 +31,54 @@ const REVOKE_WAIT: Duration = Duration::from_secs(60);
 /// Messages polled and not yet taken by the run loop (librdkafka prefetches the rest).
 const POLLED: usize = 256;
 
+/// How long the run loop may leave what was polled untaken (a load, an outage's retries)
+/// before the polling thread pauses fetching and polls on, so that rebalances are served.
+const STALL_AFTER: Duration = Duration::from_secs(5);
+
+/// Who paused which partitions in librdkafka.
+#[derive(Debug, Default)]
+struct Flow {
+    /// The run loop's: the partitions of a held table.
+    held: HashSet<Partition>,
+    /// The polling thread's: the whole assignment, while the run loop takes nothing.
+    stalled: bool,
+}
+
+fn lock_flow(flow: &Mutex<Flow>) -> MutexGuard<'_, Flow> {
+    flow.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pauses the whole assignment (`stalled`) or resumes it but the run loop's held partitions.
+fn set_stalled(consumer: &BaseConsumer<SourceContext>, flow: &Mutex<Flow>, stalled: bool) {
+    let mut flow = lock_flow(flow);
+    if flow.stalled == stalled {
+        return;
+    }
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let result = if stalled {
+        info!(after = ?STALL_AFTER, "the run loop takes no messages now; fetching paused, rebalances still served");
+        consumer.pause(&assigned)
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        for e in assigned.elements() {
+            if !flow.held.contains(&(Arc::from(e.topic()), e.partition())) {
+                tpl.add_partition(e.topic(), e.partition());
+            }
+        }
+        consumer.resume(&tpl)
+    };
+    match result {
+        Ok(()) => flow.stalled = stalled,
+        Err(e) => warn!(error = %e, stalled, "cannot pause or resume fetching"),
+    }
+}
+
 /// Receives librdkafka's statistics (the summed consumer lag) and its rebalances (the ledger
 /// learns which partitions this process owns).
 pub struct SourceContext {
+    flow: Arc<Mutex<Flow>>,
     lag: Arc<AtomicI64>,
     /// A broker is up (librdkafka's statistics).
     reachable: Arc<AtomicBool>,
@@ -87,6 +133,11 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = consumer.resume(tpl) {
                     warn!(error = %e, "cannot resume the revoked partitions");
                 }
+                let mut flow = lock_flow(&self.flow);
+                for p in &parts {
+                    flow.held.remove(p);
+                }
+                drop(flow);
                 let last = lock(&self.ledger).revoke(&parts);
                 if !last.is_empty() {
                     if let Err(e) = consumer.commit(&offset_list(&last), CommitMode::Sync) {
@@ -95,6 +146,17 @@ impl ConsumerContext for SourceContext {
                 }
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    /// Partitions assigned while fetching is paused (the run loop takes nothing) wait too.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if lock_flow(&self.flow).stalled {
+                if let Err(e) = consumer.pause(tpl) {
+                    warn!(error = %e, "cannot pause the partitions assigned");
+                }
+            }
         }
     }
 }
@@ -145,6 +207,7 @@ pub struct KafkaSource {
     polled: tokio::sync::Mutex<mpsc::Receiver<Polled>>,
     stop: Arc<AtomicBool>,
     poller: Option<JoinHandle<()>>,
+    flow: Arc<Mutex<Flow>>,
     lag: Arc<AtomicI64>,
     reachable: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
@@ -157,6 +220,7 @@ impl KafkaSource {
         let reachable = Arc::new(AtomicBool::new(false));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let gate = LoadGate::default();
+        let flow = Arc::new(Mutex::new(Flow::default()));
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
@@ -178,6 +242,7 @@ impl KafkaSource {
         }
         let consumer: BaseConsumer<SourceContext> = c
             .create_with_context(SourceContext {
+                flow: flow.clone(),
                 lag: lag.clone(),
                 reachable: reachable.clone(),
                 ledger: ledger.clone(),
@@ -192,8 +257,9 @@ impl KafkaSource {
         let poller = std::thread::Builder::new()
             .name("floe-kafka-poll".into())
             .spawn({
-                let (consumer, ledger, stop) = (consumer.clone(), ledger.clone(), stop.clone());
-                move || poll(&consumer, &ledger, &stop, &tx)
+                let (consumer, ledger, flow, stop) =
+                    (consumer.clone(), ledger.clone(), flow.clone(), stop.clone());
+                move || poll(&consumer, &ledger, &flow, &stop, &tx)
             })
             .map_err(|e| SourceError::Setup(KafkaError::ClientCreation(e.to_string())))?;
         Ok(KafkaSource {
@@ -201,6 +267,7 @@ impl KafkaSource {
             polled: tokio::sync::Mutex::new(rx),
             stop,
             poller: Some(poller),
+            flow,
             lag,
             reachable,
             ledger,
@@ -210,31 +277,62 @@ impl KafkaSource {
 }
 
 /// The polling thread: serves librdkafka's callbacks (rebalances, statistics) and hands the
-/// messages to the run loop. Rebalances run here, so one can wait for a load in flight without
-/// stopping it; a full channel stops the polling, as a busy run loop did before.
+/// messages to the run loop, in order. Rebalances run here, so one can wait for a load in
+/// flight without stopping it. While the run loop takes nothing (the channel full), the thread
+/// waits; after [`STALL_AFTER`] it pauses fetching and polls on, so that a rebalance is served
+/// however long the run loop is busy (librdkafka would otherwise leave the group once
+/// `max.poll.interval.ms` passed without a poll).
 fn poll(
     consumer: &BaseConsumer<SourceContext>,
     ledger: &Mutex<Ledger>,
+    flow: &Mutex<Flow>,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Polled>,
 ) {
+    // Polled while the channel was full (fetched before the pause took effect), oldest first.
+    let mut waiting: VecDeque<Polled> = VecDeque::new();
+    let mut full_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let permit = match tx.try_reserve() {
-            Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Full(())) => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
+        while !waiting.is_empty() {
+            match tx.try_reserve() {
+                Ok(permit) => {
+                    if let Some(item) = waiting.pop_front() {
+                        permit.send(item);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => return,
             }
-            Err(mpsc::error::TrySendError::Closed(())) => return,
+        }
+        let full = !waiting.is_empty() || tx.capacity() == 0;
+        full_since = if full {
+            full_since.or_else(|| Some(Instant::now()))
+        } else {
+            None
         };
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
+        let stalled = full_since.is_some_and(|since| since.elapsed() >= STALL_AFTER);
+        set_stalled(consumer, flow, stalled);
+        if full && !stalled {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let polled = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
             Some(Ok(m)) => {
                 // Read after the poll: a rebalance inside it has run already.
                 let assignment = lock(ledger).assignment(m.topic(), m.partition());
-                permit.send(Ok((m.detach(), assignment)));
+                Ok((m.detach(), assignment))
             }
-            Some(Err(e)) => permit.send(Err(e)),
+            Some(Err(e)) => Err(e),
+        };
+        if !waiting.is_empty() {
+            waiting.push_back(polled);
+            continue;
+        }
+        match tx.try_send(polled) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(polled)) => waiting.push_back(polled),
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
 }
@@ -348,13 +446,23 @@ impl Source for KafkaSource {
     }
 
     /// Stops (`pause`) or restarts fetching these partitions.
+    /// While the polling thread has paused fetching, a partition resumed here stays paused
+    /// until fetching resumes.
     fn pause(&self, partitions: &[Partition], pause: bool) {
+        let mut flow = lock_flow(&self.flow);
         let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            tpl.add_partition(topic, *partition);
+        for p in partitions {
+            tpl.add_partition(&p.0, p.1);
+            if pause {
+                flow.held.insert(p.clone());
+            } else {
+                flow.held.remove(p);
+            }
         }
         let result = if pause {
             self.consumer.pause(&tpl)
+        } else if flow.stalled {
+            Ok(())
         } else {
             self.consumer.resume(&tpl)
         };
