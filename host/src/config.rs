@@ -294,6 +294,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub registry: RegistryConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// The wire format of a topic's messages.
@@ -615,6 +617,59 @@ impl Default for StatsConfig {
     }
 }
 
+/// Alerts through a webhook (see [`crate::alerts`]); off without `webhook_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Where alerts are POSTed (a Slack incoming webhook, or any JSON endpoint); a secret:
+    /// prefer `ALERT_WEBHOOK_URL` in the environment.
+    #[serde(default)]
+    pub webhook_url: Option<Secret>,
+    #[serde(default)]
+    pub webhook_format: WebhookFormat,
+    /// Progress stalled: consumer lag above 0 and nothing loaded, dead-lettered or skipped for
+    /// this long. Also how long floe must stay not ready (`/readyz`) before that alerts.
+    #[serde(default = "default_stall_secs")]
+    pub stall_secs: u64,
+    /// Consumer lag (messages) above which an alert fires; off when unset.
+    #[serde(default)]
+    pub lag_above: Option<i64>,
+    /// An alert still firing is sent again after this long, never more often.
+    #[serde(default = "default_repeat_secs")]
+    pub repeat_secs: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            webhook_format: WebhookFormat::default(),
+            stall_secs: default_stall_secs(),
+            lag_above: None,
+            repeat_secs: default_repeat_secs(),
+        }
+    }
+}
+
+fn default_stall_secs() -> u64 {
+    300
+}
+
+fn default_repeat_secs() -> u64 {
+    3600
+}
+
+/// The body an alert webhook gets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// Slack's incoming-webhook format: `{"text": "..."}`.
+    #[default]
+    Slack,
+    /// `{"source", "group", "alert", "state", "summary", "at_unix_ms"}`.
+    Json,
+}
+
 /// The Wasm plugin chain every change passes through between decode and batch.
 #[derive(Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -822,6 +877,7 @@ const NAMED_OVERRIDES: &[(&str, &[&str])] = &[
     ),
     ("SCHEMA_REGISTRY_URL", &["registry", "url"]),
     ("SCHEMA_REGISTRY_PASSWORD", &["registry", "password"]),
+    ("ALERT_WEBHOOK_URL", &["alerts", "webhook_url"]),
 ];
 
 impl Config {
@@ -896,6 +952,7 @@ impl Config {
             &self.snowflake.password,
             &self.snowflake.private_key_passphrase,
             &self.registry.password,
+            &self.alerts.webhook_url,
         ]
         .into_iter()
         .flatten()
@@ -1330,6 +1387,10 @@ targets = [{ name = "a", apiKey = "PLANTED-in-array" }]
             env(&[
                 ("KAFKA_SASL_PASSWORD", "PLANTED-sasl"),
                 ("FLOE__SNOWFLAKE__PASSWORD", "9876501234"),
+                (
+                    "ALERT_WEBHOOK_URL",
+                    "https://hooks.slack.example/services/PLANTED-hook",
+                ),
             ]),
         )
         .unwrap();
@@ -1362,6 +1423,10 @@ targets = [{ name = "a", apiKey = "PLANTED-in-array" }]
             cfg.plugins.chain[0].config["api_token"].as_str(),
             Some("PLANTED-token")
         );
+        assert_eq!(
+            cfg.alerts.webhook_url.as_ref().unwrap().expose(),
+            "https://hooks.slack.example/services/PLANTED-hook"
+        );
         // A lone plugin entry masks by name too.
         let alone = format!("{:?}", cfg.plugins.chain[0]);
         assert!(!alone.contains("PLANTED-token"), "{alone}");
@@ -1371,7 +1436,7 @@ targets = [{ name = "a", apiKey = "PLANTED-in-array" }]
             sasl.jaas.config org.apache.kafka.common.security.plain.PlainLoginModule required \
             password=\"PLANTED-jaas\"; (PLANTED-sasl, PLANTED-url-pw, postgres://u:PLANTED-dsn@db/x, \
             PLANTED-nested, PLANTED-in-array, PLANTED-token, -----BEGIN PRIVATE KEY-----PLANTED-pem, \
-            9876501234)";
+            9876501234, https://hooks.slack.example/services/PLANTED-hook)";
         let masked = cfg.known_secrets().mask(librdkafka);
         assert!(!masked.contains("PLANTED"), "{masked}");
         assert!(!masked.contains("9876501234"), "{masked}");

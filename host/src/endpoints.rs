@@ -82,7 +82,7 @@ async fn accept(listener: TcpListener, probes: Arc<Probes>, timeout: Duration) {
 
 fn answer(req: &Request<Incoming>, probes: &Probes) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET or HEAD\n".into());
     }
     match req.uri().path() {
         "/metrics" => text(StatusCode::OK, probes.stats.prometheus(&probes.lag)),

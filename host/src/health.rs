@@ -1,6 +1,6 @@
 //! What `/readyz` answers: floe is ready when a Kafka broker is reachable, the last attempt to
-//! reach Snowflake succeeded, the plugin chain runs (not paused on a fault), and no table is
-//! blocked. The Kafka source and the run loop set the parts; the HTTP endpoints read them.
+//! reach Snowflake got an answer (not an outage, a timeout or a refused login), the plugin chain
+//! runs (not paused on a fault), and no table is blocked. The Kafka source and the run loop set the parts; the HTTP endpoints read them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,8 +11,10 @@ use crate::metrics::Stats;
 pub struct Health {
     /// The last attempt to reach Snowflake (a session, a load, a TRUNCATE) got an answer.
     snowflake: AtomicBool,
-    /// Why Snowflake could not be reached, while it cannot.
-    snowflake_error: std::sync::Mutex<String>,
+    /// Why Snowflake could not be reached, while it cannot (a fixed text, never an error's).
+    snowflake_error: std::sync::Mutex<&'static str>,
+    /// Snowflake refused floe's login or configuration (floe stops at its first load).
+    snowflake_refused: AtomicBool,
     /// The plugin chain is paused on a fault (`plugins.on_fault = "pause"`).
     chain_paused: AtomicBool,
 }
@@ -21,15 +23,27 @@ impl Health {
     /// Snowflake answered.
     pub fn snowflake_up(&self) {
         self.snowflake.store(true, Ordering::Relaxed);
+        self.snowflake_refused.store(false, Ordering::Relaxed);
     }
 
-    /// Snowflake could not be reached (an outage, a login that failed).
-    pub fn snowflake_down(&self, error: &str) {
+    /// Snowflake could not be reached (an outage, a timeout): `why` is a fixed text.
+    pub fn snowflake_down(&self, why: &'static str) {
         self.snowflake.store(false, Ordering::Relaxed);
         *self
             .snowflake_error
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = error.to_string();
+            .unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Snowflake refused floe's login or configuration.
+    pub fn snowflake_refused(&self) {
+        self.snowflake_down("refuses floe's login or configuration (the log has the error)");
+        self.snowflake_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the last answer was a refused login (not worth asking again by itself).
+    pub fn is_snowflake_refusing(&self) -> bool {
+        self.snowflake_refused.load(Ordering::Relaxed)
     }
 
     /// Whether the last attempt to reach Snowflake got an answer.
@@ -51,11 +65,10 @@ pub fn not_ready(stats: &Stats, kafka_up: &AtomicBool) -> Vec<String> {
         why.push("kafka: no broker reachable".to_string());
     }
     if !health.is_snowflake_up() {
-        let error = health
+        let error = *health
             .snowflake_error
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .unwrap_or_else(|e| e.into_inner());
         why.push(if error.is_empty() {
             "snowflake: not reached yet".to_string()
         } else {
@@ -91,15 +104,13 @@ mod tests {
         kafka.store(true, Ordering::Relaxed);
         stats.health.snowflake_up();
         assert!(not_ready(&stats, &kafka).is_empty());
-        stats
-            .health
-            .snowflake_down("Snowflake unreachable: connection refused");
+        stats.health.snowflake_down("unreachable");
         stats.health.chain_paused(true);
         stats.set_blocked("\"Order Lines\"", Some("insufficient privileges"));
         assert_eq!(
             not_ready(&stats, &kafka),
             vec![
-                "snowflake: Snowflake unreachable: connection refused",
+                "snowflake: unreachable",
                 "plugins: paused on a plugin fault",
                 "table blocked: \"Order Lines\": insufficient privileges",
             ]
@@ -107,6 +118,16 @@ mod tests {
         stats.health.snowflake_up();
         stats.health.chain_paused(false);
         stats.set_blocked("\"Order Lines\"", None);
+        assert!(not_ready(&stats, &kafka).is_empty());
+        // A refused login: named, and not asked again by itself.
+        stats.health.snowflake_refused();
+        assert!(stats.health.is_snowflake_refusing());
+        assert_eq!(
+            not_ready(&stats, &kafka),
+            vec!["snowflake: refuses floe's login or configuration (the log has the error)"]
+        );
+        stats.health.snowflake_up();
+        assert!(!stats.health.is_snowflake_refusing());
         assert!(not_ready(&stats, &kafka).is_empty());
     }
 }

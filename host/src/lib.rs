@@ -3,8 +3,8 @@
 //! A record flows through the modules in one direction:
 //! [`source`] (Kafka) → [`decode`] → [`plugin`] chain (Wasm) → [`batch`] → [`sink`] (Snowflake
 //! MERGE) → offsets committed, with [`dlq`] for what cannot be decoded or is rejected and
-//! [`metrics`] counting along the way ([`endpoints`] serves them, and [`health`] says whether
-//! floe is ready).
+//! [`metrics`] counting along the way ([`endpoints`] serves them, [`health`] says whether
+//! floe is ready, and [`alerts`] tells an operator when it stops moving).
 //! [`pipeline`] wires them together; [`config`] and [`generate`] serve the command line.
 
 /// Every binary built on floe (the service, its tests and benchmarks) uses mimalloc: records
@@ -13,6 +13,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod alerts;
 pub mod batch;
 pub mod change;
 pub mod config;

@@ -227,8 +227,20 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             ),
             None => None,
         };
+        let alerts = crate::alerts::spawn(
+            &self.cfg.alerts,
+            &self.cfg.kafka.group_id,
+            self.stats.clone(),
+            self.source.lag_handle(),
+            self.source.reachable_handle(),
+        );
+        // The stats line, the HTTP endpoints and the alerts, stopped with the run loop.
+        let background: Vec<tokio::task::JoinHandle<()>> = [Some(reporter), prometheus, alerts]
+            .into_iter()
+            .flatten()
+            .collect();
         // For /readyz: whether Snowflake answers before anything is loaded.
-        self.ping_warehouse().await;
+        self.ping_warehouse(&shutdown).await;
         let mut last_ping = Instant::now();
         info!(
             topics = ?self.cfg.kafka.topics,
@@ -279,11 +291,13 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                         self.poll_reload();
                         // Loads retry while Snowflake is out; with nothing to load, a ping
                         // tells /readyz when it is back.
+                        // Not after a refused login: Snowflake locks a user after a few.
                         if !self.stats.health.is_snowflake_up()
+                            && !self.stats.health.is_snowflake_refusing()
                             && self.batcher.is_empty()
                             && last_ping.elapsed() >= PING_EVERY
                         {
-                            self.ping_warehouse().await;
+                            self.ping_warehouse(&shutdown).await;
                             last_ping = Instant::now();
                         }
                         Step::Done
@@ -321,11 +335,8 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 Step::Done => {}
                 Step::Abandoned => break,
                 Step::Fatal(e) => {
-                    reporter.abort();
                     hangup.abort();
-                    if let Some(p) = &prometheus {
-                        p.abort();
-                    }
+                    background.iter().for_each(|t| t.abort());
                     anyhow::bail!("{e}; nothing from the unloaded batch was committed");
                 }
             }
@@ -352,10 +363,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         let peak_mb = crate::metrics::peak_rss_bytes().map_or(0, |b| b / (1024 * 1024));
         self.source.measure_lag();
         info!(stats = %self.stats.line(&self.source.lag_handle()), peak_rss_mb = peak_mb, "floe stopped");
-        reporter.abort();
-        if let Some(p) = prometheus {
-            p.abort();
-        }
+        background.iter().for_each(|t| t.abort());
         Ok(())
     }
 
@@ -512,7 +520,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                 return Step::Done;
             }
             let result = self.sinks.truncate(table, position).await;
-            self.note_warehouse(&result);
+            self.note_warehouse([&result]);
             match result {
                 Ok(()) => {
                     info!(table = %table.table, "applied a source TRUNCATE");
@@ -816,9 +824,7 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
             // A revocation that gave up waiting for this load (the gate): what left is no
             // longer this process's to retry, dead-letter, hold or commit.
             self.drop_revoked();
-            for result in &results {
-                self.note_warehouse(result);
-            }
+            self.note_warehouse(&results);
             for (table, result) in todo.iter().zip(results) {
                 let tb = &batch.tables[table];
                 let error = match result {
@@ -901,30 +907,47 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
         Step::Done
     }
 
-    /// Notes for `/readyz` whether Snowflake answered: any answer counts (a refusal too), a
-    /// transient failure (the network, an outage, a timeout) does not.
-    fn note_warehouse<T>(&self, result: &Result<T, SinkError>) {
-        match result {
-            Err(e) if e.class() == ErrorClass::Transient => {
-                self.stats.health.snowflake_down(&e.to_string())
+    /// Notes for `/readyz` whether Snowflake answered `results` (one attempt's): a transient
+    /// failure (the network, an outage, a timeout) or a refused login is not an answer; a table
+    /// or a row refused is. The reasons are fixed texts: an error's own text may quote a
+    /// response, and the endpoint is not authenticated (the log has the error).
+    fn note_warehouse<'a, T: 'a>(
+        &self,
+        results: impl IntoIterator<Item = &'a Result<T, SinkError>>,
+    ) {
+        let mut worst = None;
+        for r in results {
+            match r.as_ref().err().map(SinkError::class) {
+                Some(ErrorClass::Fatal) => worst = Some(ErrorClass::Fatal),
+                Some(ErrorClass::Transient) if worst.is_none() => {
+                    worst = Some(ErrorClass::Transient)
+                }
+                _ => {}
             }
-            _ => self.stats.health.snowflake_up(),
+        }
+        let health = &self.stats.health;
+        match worst {
+            None => health.snowflake_up(),
+            Some(ErrorClass::Fatal) => health.snowflake_refused(),
+            Some(_) => health
+                .snowflake_down("unreachable (network, outage or timeout; the log has the error)"),
         }
     }
 
-    /// Pings Snowflake for `/readyz`, waiting at most [`PING_EVERY`].
-    async fn ping_warehouse(&mut self) {
-        match tokio::time::timeout(PING_EVERY, self.sinks.ping()).await {
-            Ok(result) => {
-                if let Err(e) = &result {
-                    warn!(error = %e, "Snowflake does not answer yet");
+    /// Pings Snowflake for `/readyz`, waiting at most [`PING_EVERY`], or until floe stops.
+    async fn ping_warehouse(&mut self, shutdown: &Shutdown) {
+        let mut stopping = shutdown.clone();
+        tokio::select! {
+            answer = tokio::time::timeout(PING_EVERY, self.sinks.ping()) => match answer {
+                Ok(result) => {
+                    if let Err(e) = &result {
+                        warn!(error = %e, "Snowflake does not answer, or refuses floe");
+                    }
+                    self.note_warehouse([&result]);
                 }
-                self.note_warehouse(&result);
-            }
-            Err(_) => self
-                .stats
-                .health
-                .snowflake_down(&format!("no answer within {PING_EVERY:?}")),
+                Err(_) => self.stats.health.snowflake_down("no answer within 10 s"),
+            },
+            _ = stopping.changed() => {}
         }
     }
 
@@ -1095,12 +1118,10 @@ impl<Src: Source, Snk: Sink, Dlq: DeadLetterQueue> Pipeline<Src, Snk, Dlq> {
                     // starts again from the messages.
                     continue;
                 }
-                _ => {
-                    self.stats.health.chain_paused(false);
-                    break outcomes;
-                }
+                _ => break outcomes,
             }
         };
+        self.stats.health.chain_paused(false);
         let mut refused: Vec<(usize, String, String)> = Vec::new();
         for (i, o) in outcomes.iter().enumerate() {
             match o {

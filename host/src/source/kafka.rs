@@ -130,10 +130,10 @@ impl ConsumerContext for SourceContext {
                 info!(partitions = ?names(&parts), "partitions revoked; their messages not loaded yet are dropped (their new owner reads them again)");
                 // A partition paused for a blocked table stays paused in librdkafka across an
                 // unassign; resumed here, it is fetched again if it comes back to this process.
+                let mut flow = lock_flow(&self.flow);
                 if let Err(e) = consumer.resume(tpl) {
                     warn!(error = %e, "cannot resume the revoked partitions");
                 }
-                let mut flow = lock_flow(&self.flow);
                 for p in &parts {
                     flow.held.remove(p);
                 }
@@ -149,13 +149,22 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    /// Partitions assigned while fetching is paused (the run loop takes nothing) wait too.
+    /// A partition assigned starts unpaused by the run loop (which holds nothing of it), even
+    /// if the run loop paused it again after its revocation; while fetching is paused (the run
+    /// loop takes nothing) it waits like the others.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            if lock_flow(&self.flow).stalled {
-                if let Err(e) = consumer.pause(tpl) {
-                    warn!(error = %e, "cannot pause the partitions assigned");
-                }
+            let mut flow = lock_flow(&self.flow);
+            for p in partitions(tpl) {
+                flow.held.remove(&p);
+            }
+            let result = if flow.stalled {
+                consumer.pause(tpl)
+            } else {
+                consumer.resume(tpl)
+            };
+            if let Err(e) = result {
+                warn!(error = %e, stalled = flow.stalled, "cannot pause or resume the partitions assigned");
             }
         }
     }
@@ -292,6 +301,7 @@ fn poll(
     // Polled while the channel was full (fetched before the pause took effect), oldest first.
     let mut waiting: VecDeque<Polled> = VecDeque::new();
     let mut full_since: Option<Instant> = None;
+    let mut stalled = false;
     while !stop.load(Ordering::Relaxed) {
         while !waiting.is_empty() {
             match tx.try_reserve() {
@@ -305,12 +315,19 @@ fn poll(
             }
         }
         let full = !waiting.is_empty() || tx.capacity() == 0;
-        full_since = if full {
-            full_since.or_else(|| Some(Instant::now()))
-        } else {
-            None
-        };
-        let stalled = full_since.is_some_and(|since| since.elapsed() >= STALL_AFTER);
+        if !stalled {
+            full_since = if full {
+                full_since.or_else(|| Some(Instant::now()))
+            } else {
+                None
+            };
+            stalled = full_since.is_some_and(|since| since.elapsed() >= STALL_AFTER);
+        } else if waiting.is_empty() && tx.capacity() >= POLLED / 2 {
+            // Resumed once the run loop took half of what waits, not on its first message:
+            // every pause drops what librdkafka had fetched ahead.
+            stalled = false;
+            full_since = None;
+        }
         set_stalled(consumer, flow, stalled);
         if full && !stalled {
             std::thread::sleep(Duration::from_millis(5));
