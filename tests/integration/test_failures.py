@@ -195,7 +195,7 @@ def test_a_process_stuck_in_an_outage_still_hands_partitions_over(pg):
         slow.halt()
         first = Floe(run, **slow.env)
         floes.append(first)
-        deadline = time.time() + 60
+        deadline = time.time() + 90  # a full channel for 30 s, after the first batches
         while "fetching paused" not in first.output():
             assert time.time() < deadline, "the stuck process never paused fetching:\n" + first.output()[-3000:]
             assert first.proc.poll() is None, first.output()[-3000:]

@@ -33,7 +33,7 @@ const POLLED: usize = 256;
 
 /// How long the run loop may leave what was polled untaken (a load, an outage's retries)
 /// before the polling thread pauses fetching and polls on, so that rebalances are served.
-const STALL_AFTER: Duration = Duration::from_secs(5);
+const STALL_AFTER: Duration = Duration::from_secs(30);
 
 /// Who paused which partitions in librdkafka.
 #[derive(Debug, Default)]
