@@ -1,6 +1,7 @@
 //! What `/readyz` answers: floe is ready when a Kafka broker is reachable, the last attempt to
 //! reach Snowflake got an answer (not an outage, a timeout or a refused login), the plugin chain
-//! runs (not paused on a fault), and no table is blocked. The Kafka source and the run loop set the parts; the HTTP endpoints read them.
+//! runs (not paused on a fault), and no table is blocked. The Kafka source and the run loop set
+//! the parts; the HTTP endpoints and the alerts read them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
